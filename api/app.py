@@ -1,0 +1,65 @@
+"""The FastAPI application: wiring only. Routes translate HTTP; the rules live in memsvc."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import Engine
+
+from api.errors import error_response, install_error_handlers
+from api.routes import admin, health, memories, search
+from memsvc import __version__
+from memsvc.config import Settings, get_settings
+from memsvc.db import get_engine, session_factory
+from memsvc.embeddings import Embedder, get_embedder
+
+ROUTERS = [health.router, memories.router, search.router, admin.router]
+
+
+def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:
+    lock, holder = threading.Lock(), []
+
+    def get() -> Embedder:
+        if not holder:
+            with lock:
+                if not holder:
+                    holder.append(get_embedder())
+        return holder[0]
+
+    return get, lambda: bool(holder)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    embedder, embedder_loaded = _lazy_embedder()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load the model in the background so the first write does not pay for it.
+        threading.Thread(target=embedder, daemon=True, name="embedder-warmup").start()
+        yield
+
+    app = FastAPI(
+        title="memsvc", version=__version__, lifespan=lifespan,
+        description="Long-term memory for AI agents. Authenticate with `Authorization: Bearer <API key>`.",
+    )
+    app.state.settings = settings
+    app.state.sessions = session_factory(engine or get_engine(settings.database_url))
+    app.state.embedder = embedder
+    app.state.embedder_loaded = embedder_loaded
+    install_error_handlers(app)
+    max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable) -> Response:  # type: ignore[type-arg]
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_body:
+            return error_response(413, "payload_too_large", f"request body over {max_body} bytes")
+        return await call_next(request)
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,60 @@
+"""Request-scoped dependencies: a database session per request and the authenticated principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from memsvc.config import Settings
+from memsvc.embeddings import Embedder
+from memsvc.scoping import MemoryScope
+from memsvc.store import MemoryStore
+from memsvc.tenancy import Principal, authenticate
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session: Session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()  # anything a handler did not commit is rolled back here
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_embedder_dep(request: Request) -> Embedder:
+    return request.app.state.embedder()
+
+
+def get_principal(
+    authorization: str | None = Header(default=None, description="Bearer <API key>"),
+    session: Session = Depends(get_session),
+) -> Principal:
+    token = None
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else None
+    return authenticate(session, token)
+
+
+def requires(scope: str) -> Callable[[Principal], Principal]:
+    def dependency(principal: Principal = Depends(get_principal)) -> Principal:
+        principal.require(scope)
+        return principal
+
+    dependency.__name__ = f"requires_{scope}"
+    return dependency
+
+
+def get_store(
+    request: Request, session: Session = Depends(get_session), principal: Principal = Depends(get_principal)
+) -> MemoryStore:
+    return MemoryStore(session, MemoryScope.of(principal), request.app.state.embedder(), request.app.state.settings)
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()

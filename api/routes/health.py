@@ -1,0 +1,30 @@
+"""Liveness and readiness probes (no auth, as load balancers and compose healthchecks expect)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with request.app.state.sessions() as session:
+            revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            checks["database"] = "ok"
+            checks["schema"] = revision or "missing"
+    except Exception as exc:  # readiness must answer, whatever is broken
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    checks["embedder"] = "loaded" if request.app.state.embedder_loaded() else "loading"
+    ready = checks.get("database") == "ok" and checks.get("schema") not in (None, "missing")
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,102 @@
+"""/v1/memories: create, batch, list, get, update, delete, and erase a whole scope."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import get_store, raw_body, requires
+from api.writes import commit_write
+from memsvc.schemas import (
+    BatchCreate,
+    BatchResult,
+    DeletionReport,
+    Kind,
+    MemoryCreate,
+    MemoryOut,
+    MemoryPage,
+    MemoryUpdate,
+    ScopeSelector,
+    Tier,
+)
+from memsvc.store import ListFilters, MemoryStore, parse_uuid
+from memsvc.tenancy import Principal
+from memsvc.views import memory_out
+
+router = APIRouter(prefix="/v1", tags=["memories"])
+IDEMPOTENCY_DOC = "Send an Idempotency-Key header to make retries of this write safe."
+
+
+@router.post("/memories", status_code=201, response_model=MemoryOut, description=IDEMPOTENCY_DOC)
+def create_memory(
+    item: MemoryCreate, request: Request, body: bytes = Depends(raw_body),
+    principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+) -> JSONResponse:
+    return commit_write(request, store.session, principal, body, 201, lambda: memory_out(store.add(item)))
+
+
+@router.post("/memories/batch", status_code=201, response_model=BatchResult, description=(
+    "Store 1-1,000 memories in one call, all or nothing: if any item is invalid, none is stored and the "
+    "error names the item's index. " + IDEMPOTENCY_DOC
+))
+def create_memories(
+    batch: BatchCreate, request: Request, body: bytes = Depends(raw_body),
+    principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+) -> JSONResponse:
+    def produce() -> BatchResult:
+        rows = store.add_batch(batch.items)
+        return BatchResult(items=[memory_out(r) for r in rows], count=len(rows))
+
+    return commit_write(request, store.session, principal, body, 201, produce)
+
+
+@router.get("/memories", response_model=MemoryPage)
+def list_memories(
+    user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
+    kind: Kind | None = None, tier: Tier | None = None, tag: str | None = None,
+    cursor: str | None = Query(default=None, description="next_cursor from the previous page"),
+    limit: int = Query(default=50, ge=1, le=200),
+    _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+) -> MemoryPage:
+    filters = ListFilters(user_id, agent_id, session_id, kind, tier, tag)
+    rows, next_cursor = store.list(filters, cursor, limit)
+    return MemoryPage(items=[memory_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/memories/{memory_id}", response_model=MemoryOut)
+def get_memory(
+    memory_id: str, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store)
+) -> MemoryOut:
+    return memory_out(store.get(parse_uuid(memory_id)))
+
+
+@router.patch(
+    "/memories/{memory_id}", response_model=MemoryOut, description="Partial update; new content is re-embedded."
+)
+def update_memory(
+    memory_id: str, patch: MemoryUpdate, request: Request, body: bytes = Depends(raw_body),
+    principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+) -> JSONResponse:
+    mid = parse_uuid(memory_id)
+    return commit_write(request, store.session, principal, body, 200, lambda: memory_out(store.update(mid, patch)))
+
+
+@router.delete("/memories/{memory_id}", response_model=DeletionReport, description=(
+    "Delete one memory. Derived memories whose every source is gone are deleted too; the report lists them."
+))
+def delete_memory(
+    memory_id: str, request: Request, principal: Principal = Depends(requires("write")),
+    store: MemoryStore = Depends(get_store),
+) -> JSONResponse:
+    mid = parse_uuid(memory_id)
+    return commit_write(request, store.session, principal, b"", 200, lambda: store.delete(mid))
+
+
+@router.post("/erase", response_model=DeletionReport, tags=["memories"], description=(
+    "Erase every memory of a user, agent and/or session (at least one), with the cascade report."
+))
+def erase_scope(
+    selector: ScopeSelector, request: Request, body: bytes = Depends(raw_body),
+    principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+) -> JSONResponse:
+    return commit_write(request, store.session, principal, body, 200, lambda: store.erase(selector))

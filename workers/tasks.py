@@ -1,0 +1,1 @@
+"""Celery tasks: thin calls into memsvc (filled in by the lifecycle work)."""
