@@ -1,0 +1,161 @@
+"""Bad input gets a clear 4xx in the standard error shape, and nothing is stored half-way."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import auth
+
+
+def count(client, key, **params) -> int:
+    return len(client.get("/v1/memories", headers=auth(key), params={"limit": 200, **params}).json()["items"])
+
+
+def assert_error(response, status: int, fragment: str = "") -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert fragment.lower() in error["message"].lower(), error["message"]
+    return error
+
+
+@pytest.mark.parametrize("content", ["", "   ", "\n\t "])
+def test_empty_or_whitespace_content(client, key, content):
+    assert_error(client.post("/v1/memories", headers=auth(key), json={"content": content}), 422, "empty")
+
+
+def test_content_over_the_size_limit_is_413(client, key, settings):
+    too_long = "x" * (settings.max_content_chars + 1)
+    error = assert_error(client.post("/v1/memories", headers=auth(key), json={"content": too_long}), 413)
+    assert error["details"]["limit"] == settings.max_content_chars
+
+
+def test_nul_bytes_are_rejected_not_500(client, key):
+    assert_error(client.post("/v1/memories", headers=auth(key), json={"content": "a\u0000b"}), 422, "NUL")
+    assert_error(client.post("/v1/memories", headers=auth(key),
+                             json={"content": "ok", "metadata": {"k": "v\u0000"}}), 422, "NUL")
+    assert_error(client.post("/v1/memories", headers=auth(key), json={"content": "ok", "user_id": "u\u0000"}), 422)
+
+
+def test_invalid_surrogates_are_rejected(client, key):
+    raw = b'{"content": "broken \\ud800 text", "session_id": "surrogates"}'
+    response = client.post("/v1/memories", headers={**auth(key), "Content-Type": "application/json"}, content=raw)
+    assert response.status_code == 422, response.text
+    assert count(client, key, session_id="surrogates") == 0
+
+
+def test_malformed_json_is_400(client, key):
+    response = client.post("/v1/memories", headers={**auth(key), "Content-Type": "application/json"},
+                           content=b'{"content": ')
+    assert_error(response, 400, "json")
+
+
+def test_unknown_kind_and_fields(client, key):
+    error = assert_error(client.post("/v1/memories", headers=auth(key), json={"content": "x", "kind": "dream"}), 422)
+    assert "kind" in error["message"]
+    assert_error(client.post("/v1/memories", headers=auth(key), json={"content": "x", "colour": "red"}), 422)
+    assert_error(client.post("/v1/memories", headers=auth(key), json={"content": "x", "importance": 3}), 422)
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "00000000-0000-0000-0000-00000000000g"])
+def test_bad_uuids(client, key, bad_id):
+    for method in ("get", "delete"):
+        response = getattr(client, method)(f"/v1/memories/{bad_id}", headers=auth(key))
+        assert_error(response, 422, "uuid")
+    assert_error(client.patch(f"/v1/memories/{bad_id}", headers=auth(key), json={"importance": 0.1}), 422, "uuid")
+
+
+def test_unknown_uuid_is_404(client, key):
+    assert_error(client.get("/v1/memories/8f1d1c0e-9d3c-4a53-9d55-111111111111", headers=auth(key)), 404)
+
+
+def test_malformed_and_foreign_cursors(client, key, make_tenant):
+    client.post("/v1/memories/batch", headers=auth(key), json={"items": [{"content": f"c{i}"} for i in range(3)]})
+    cursor = client.get("/v1/memories", headers=auth(key), params={"limit": 1}).json()["next_cursor"]
+    assert cursor
+    for bad in ("garbage", "abc.def", cursor[:-3] + "zzz", cursor.replace(".", "x")):
+        assert_error(client.get("/v1/memories", headers=auth(key), params={"cursor": bad}), 400, "cursor")
+    other = make_tenant()
+    assert_error(client.get("/v1/memories", headers=auth(other), params={"cursor": cursor}), 400, "cursor")
+    # The same tenant reusing a cursor with other filters is told so too.
+    assert_error(client.get("/v1/memories", headers=auth(key), params={"cursor": cursor, "kind": "semantic"}), 400)
+
+
+def test_embedding_of_wrong_dimension(client, key):
+    error = assert_error(
+        client.post("/v1/memories", headers=auth(key), json={"content": "x", "embedding": [0.1, 0.2, 0.3]}),
+        422, "384",
+    )
+    assert error["code"] == "embedding_dimension_mismatch"
+    nan = b'{"content": "x", "embedding": [' + b",".join([b"NaN"] * 384) + b"]}"
+    response = client.post("/v1/memories", headers={**auth(key), "Content-Type": "application/json"}, content=nan)
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_batch_with_one_bad_item_stores_none_and_names_it(client, key):
+    items = [{"content": f"good {i}", "session_id": "batch-bad"} for i in range(5)]
+    items[3] = {"content": "bad \u0000", "session_id": "batch-bad"}
+    error = assert_error(client.post("/v1/memories/batch", headers=auth(key), json={"items": items}), 422, "item 3")
+    assert error["details"]["index"] == 3
+    assert count(client, key, session_id="batch-bad") == 0
+    items[3] = {"content": "bad dimension", "embedding": [1.0], "session_id": "batch-bad"}
+    assert_error(client.post("/v1/memories/batch", headers=auth(key), json={"items": items}), 422, "item 3")
+    assert count(client, key, session_id="batch-bad") == 0
+
+
+def test_batch_size_limits(client, key, settings):
+    assert_error(client.post("/v1/memories/batch", headers=auth(key), json={"items": []}), 422)
+    too_many = {"items": [{"content": "x"}] * (settings.max_batch_items + 1)}
+    assert_error(client.post("/v1/memories/batch", headers=auth(key), json=too_many), 413, "1000")
+
+
+def test_update_validation_keeps_the_stored_memory(client, key):
+    mid = client.post("/v1/memories", headers=auth(key), json={"content": "stable"}).json()["id"]
+    assert_error(client.patch(f"/v1/memories/{mid}", headers=auth(key), json={"content": "  "}), 422)
+    assert_error(client.patch(f"/v1/memories/{mid}", headers=auth(key), json={"content": None}), 422)
+    assert_error(client.patch(f"/v1/memories/{mid}", headers=auth(key), json={"embedding": [1, 2]}), 422)
+    assert_error(client.patch(f"/v1/memories/{mid}", headers=auth(key),
+                              json={"valid_from": "2024-01-02T00:00:00Z", "valid_to": "2024-01-01T00:00:00Z"}), 422)
+    assert client.get(f"/v1/memories/{mid}", headers=auth(key)).json()["content"] == "stable"
+
+
+def test_search_bad_input(client, key):
+    assert_error(client.post("/v1/search", headers=auth(key), json={"query": ""}), 422)
+    assert_error(client.post("/v1/search", headers=auth(key), json={"query": "   "}), 422)
+    assert_error(client.post("/v1/search", headers=auth(key), json={"query": "x", "limit": 0}), 422)
+    assert_error(client.post("/v1/search", headers=auth(key), json={"query": "x\u0000"}), 422)
+
+
+def test_missing_invalid_and_revoked_keys_are_401(client, make_tenant):
+    assert_error(client.get("/v1/memories"), 401, "missing")
+    assert_error(client.get("/v1/memories", headers={"Authorization": "Basic abc"}), 401)
+    assert_error(client.get("/v1/memories", headers=auth("msk_not_a_real_key")), 401, "invalid")
+    admin = make_tenant(("admin",))
+    created = client.post("/v1/admin/keys", headers=auth(admin), json={"scopes": ["read"]}).json()
+    assert client.get("/v1/memories", headers=auth(created["key"])).status_code == 200
+    assert client.delete(f"/v1/admin/keys/{created['id']}", headers=auth(admin)).status_code == 200
+    assert_error(client.get("/v1/memories", headers=auth(created["key"])), 401, "revoked")
+
+
+def test_keys_without_the_scope_are_403(client, make_tenant):
+    reader = make_tenant(("read",))
+    assert_error(client.post("/v1/memories", headers=auth(reader), json={"content": "x"}), 403, "write")
+    assert_error(client.post("/v1/erase", headers=auth(reader), json={"user_id": "u"}), 403)
+    assert_error(client.post("/v1/admin/keys", headers=auth(reader), json={"scopes": ["read"]}), 403, "admin")
+    writer = make_tenant(("write",))
+    assert client.post("/v1/memories", headers=auth(writer), json={"content": "x"}).status_code == 201
+    assert_error(client.post("/v1/admin/tenants", headers=auth(writer), json={"name": "nope"}), 403, "root")
+    admin = make_tenant(("admin",))
+    assert_error(client.post("/v1/admin/keys", headers=auth(admin), json={"scopes": ["root"]}), 403, "root")
+
+
+def test_secrets_are_stored_hashed(client, make_tenant, engine):
+    from sqlalchemy import select
+
+    from memsvc.db import session_scope
+    from memsvc.models import ApiKey
+
+    secret = make_tenant()
+    with session_scope(engine) as session:
+        stored = list(session.scalars(select(ApiKey.key_hash)))
+    assert secret not in stored and all(len(h) == 64 for h in stored)
