@@ -1,12 +1,12 @@
-"""POST /v1/search: hybrid (vector + full text) search with a per-signal score breakdown."""
+"""POST /v1/search: hybrid (vector + BM25) search with a per-signal score breakdown."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
 from api.deps import get_store, requires
-from memsvc.retrieval.search import SearchFilters, hybrid_search
-from memsvc.schemas import SearchHit, SearchRequest, SearchResult
+from memsvc.retrieval.schemas import Duplicate, SearchHit, SearchRequest, SearchResult, to_search_filters
+from memsvc.retrieval.search import search as run_search
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
 from memsvc.validation import check_text
@@ -15,17 +15,24 @@ from memsvc.views import memory_out
 router = APIRouter(prefix="/v1", tags=["search"])
 
 
-@router.post("/search", response_model=SearchResult)
+@router.post("/search", response_model=SearchResult, description=(
+    "Ranked memories for a query. Candidates come from the HNSW vector index and BM25 over full text "
+    "(within the key's scope and the filters), fused by reciprocal rank with small retention and importance "
+    "terms, near-duplicates removed. `signals` says how much each signal added to `score`."
+))
 def search(
     request: SearchRequest, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store)
 ) -> SearchResult:
-    check_text(request.query, "query")
-    filters = SearchFilters(
-        user_id=request.user_id, agent_id=request.agent_id, session_id=request.session_id,
-        kinds=tuple(request.kinds) if request.kinds else None, tags=tuple(request.tags) if request.tags else None,
+    query = check_text(request.query, "query")
+    outcome = run_search(store.session, store.scope, store.embedder, query, to_search_filters(request),
+                         request.limit, mode=request.mode)
+    return SearchResult(
+        hits=[
+            SearchHit(memory=memory_out(outcome.rows[h.id]), score=h.score, signals=h.signals,
+                      dense_rank=h.dense_rank, sparse_rank=h.sparse_rank, dense_similarity=h.dense_similarity,
+                      bm25=h.sparse_score, reason=h.reason)
+            for h in outcome.hits
+        ],
+        duplicates_removed=[Duplicate(id=d.id, duplicate_of=of) for d, of in outcome.duplicates],
+        timings_ms={k: round(v, 3) for k, v in outcome.timings.items()},
     )
-    candidates = hybrid_search(store.session, store.scope, store.embedder, request.query, filters, request.limit)
-    rows = {m.id: m for m in store.get_many([c.id for c in candidates])}
-    return SearchResult(hits=[
-        SearchHit(memory=memory_out(rows[c.id]), score=c.score, signals=c.signals) for c in candidates if c.id in rows
-    ])

@@ -1,16 +1,39 @@
-"""Hybrid candidate search in SQL: pgvector HNSW (cosine) + Postgres full text, fused by reciprocal rank."""
+"""Hybrid candidates in one SQL statement: pgvector HNSW (cosine) + BM25 over Postgres full text.
+
+Every query starts from the caller's `MemoryScope`; filters (kind, tags, time range, validity "as of"
+a time, archived tier) are applied inside both candidate lists, so the HNSW scan and the full-text
+pool only ever see rows the caller may read. Fusion, MMR and the score breakdown live in `rank`.
+
+Full text is scored with BM25 rather than `ts_rank_cd`, because `ts_rank_cd` has no inverse document
+frequency: a speaker's name in every turn would weigh as much as the one rare word that matters.
+Document frequencies are exact: every row holding a query term matches the OR-query, so counting
+inside the matched pool counts the whole (filtered) scope.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from sqlalchemy import Text, func, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, text, true, union
+from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.orm import Session, undefer
+from sqlalchemy.sql.elements import ColumnElement
 
 from memsvc.embeddings import Embedder
+from memsvc.errors import InvalidInput
+from memsvc.lifecycle.retention import retention_at
 from memsvc.models import Memory
+from memsvc.retrieval.rank import Ranked, fuse, mmr, rrf_only
+from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.scoping import MemoryScope
+
+Mode = Literal["hybrid", "dense", "sparse"]
+MAX_QUERY_TERMS = 32  # a pasted document as a query must not build a 1,000-column statement
 
 
 @dataclass(frozen=True)
@@ -19,75 +42,190 @@ class SearchFilters:
     agent_id: str | None = None
     session_id: str | None = None
     kinds: tuple[str, ...] | None = None
-    tags: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None  # any of these tags
+    occurred_after: datetime | None = None  # inclusive
+    occurred_before: datetime | None = None  # exclusive
+    # Validity: by default only what is valid now (not superseded, not expired). With as_of, what
+    # was valid at that time (valid_from <= as_of < valid_to), superseded since or not.
+    as_of: datetime | None = None
+    include_superseded: bool = False
     include_archived: bool = False
 
-
-@dataclass(frozen=True)
-class SearchSettings:
-    candidates_per_signal: int = 50
-    rrf_k: int = 60
-    dense_weight: float = 1.0
-    sparse_weight: float = 1.0
-    hnsw_ef_search: int = 100
+    def key(self) -> str:
+        return repr(self)
 
 
 @dataclass
-class Candidate:
-    id: uuid.UUID
-    score: float
-    signals: dict[str, float] = field(default_factory=dict)
+class SearchOutcome:
+    hits: list[Ranked]
+    duplicates: list[tuple[Ranked, uuid.UUID]]  # (near-duplicate, the kept memory it repeats)
+    rows: dict[uuid.UUID, Memory]
+    timings: dict[str, float]
 
 
-def or_tsquery(query_text: str):  # type: ignore[no-untyped-def]
-    """Any-term match: plainto_tsquery ANDs every word, too strict for natural-language questions."""
-    return func.to_tsquery(
-        "english", func.replace(func.plainto_tsquery("english", query_text).cast(Text), "&", "|")
-    )
-
-
-def _filtered(scope: MemoryScope, filters: SearchFilters, *cols):  # type: ignore[no-untyped-def]
-    query = scope.select(*cols)
+def filter_clauses(filters: SearchFilters, now: datetime) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
     for column, value in ((Memory.user_id, filters.user_id), (Memory.agent_id, filters.agent_id),
                           (Memory.session_id, filters.session_id)):
         if value is not None:
-            query = query.where(column == value)
+            clauses.append(column == value)
     if filters.kinds:
-        query = query.where(Memory.kind.in_(filters.kinds))
+        clauses.append(Memory.kind.in_(filters.kinds))
     if filters.tags:
-        query = query.where(Memory.tags.overlap(list(filters.tags)))
+        clauses.append(Memory.tags.overlap(list(filters.tags)))
+    if filters.occurred_after is not None:
+        clauses.append(Memory.occurred_at >= filters.occurred_after)
+    if filters.occurred_before is not None:
+        clauses.append(Memory.occurred_at < filters.occurred_before)
+    if filters.occurred_after and filters.occurred_before and filters.occurred_after >= filters.occurred_before:
+        raise InvalidInput("occurred_after must be before occurred_before", details={"field": "occurred_after"})
     if not filters.include_archived:
-        query = query.where(Memory.tier != "archived")
-    return query
+        clauses.append(Memory.tier != "archived")
+    if filters.as_of is not None:
+        clauses.append(or_(Memory.valid_from.is_(None), Memory.valid_from <= filters.as_of))
+        clauses.append(or_(Memory.valid_to.is_(None), Memory.valid_to > filters.as_of))
+        if not filters.include_superseded:
+            # Superseded without a closing time: we cannot say when it stopped being true.
+            clauses.append(or_(Memory.superseded_by.is_(None), Memory.valid_to.is_not(None)))
+    elif not filters.include_superseded:
+        clauses.append(Memory.superseded_by.is_(None))
+        clauses.append(or_(Memory.valid_to.is_(None), Memory.valid_to > now))
+    return clauses
 
 
-def hybrid_search(
+# ---- scope size for BM25's N (cached briefly: a count over 100k rows per request is not free) -----
+_N_CACHE: dict[tuple[Any, ...], tuple[float, int]] = {}
+_N_LOCK = threading.Lock()
+_N_TTL_SECONDS = 60.0
+
+
+def _scope_size(session: Session, scope: MemoryScope, filters: SearchFilters, where: list[Any]) -> int:
+    key = (scope, filters.key())
+    now = time.monotonic()
+    with _N_LOCK:
+        hit = _N_CACHE.get(key)
+    if hit and now - hit[0] < _N_TTL_SECONDS:
+        return hit[1]
+    n = int(session.scalar(scope.select(func.count()).where(*where)) or 0)
+    with _N_LOCK:
+        if len(_N_CACHE) > 10_000:
+            _N_CACHE.clear()
+        _N_CACHE[key] = (now, n)
+    return n
+
+
+def query_terms(session: Session, query_text: str) -> list[str]:
+    """The query's lexemes under the same text-search configuration as the stored tsvector."""
+    lexemes = session.scalar(select(func.tsvector_to_array(func.to_tsvector("english", query_text))))
+    return sorted(lexemes or [])[:MAX_QUERY_TERMS]
+
+
+def _tsquery(terms: list[str]) -> Any:
+    """An OR of exact lexemes; cast (not to_tsquery) so nothing re-parses or re-stems them."""
+    quoted = " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
+    return literal(quoted).cast(TSQUERY)
+
+
+def candidates(
+    session: Session, scope: MemoryScope, vector: list[float] | None, terms: list[str], filters: SearchFilters,
+    settings: RetrievalSettings, now: datetime, *, with_embeddings: bool,
+) -> tuple[list[Ranked], dict[uuid.UUID, Memory]]:
+    """Dense and BM25 candidate lists in one statement; each row comes back with both ranks."""
+    where = [*scope.where(), *filter_clauses(filters, now)]
+    parts = []
+    dense = sparse = None
+    if vector is not None and settings.dense_k > 0:
+        session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        ef = max(int(settings.hnsw_ef_search), int(settings.dense_k))
+        session.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
+        distance = Memory.embedding.cosine_distance(vector)
+        dense = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
+                 .order_by(distance).limit(settings.dense_k).cte("dense"))
+        parts.append(select(dense.c.id))
+    if terms and settings.sparse_k > 0:
+        n_scope = _scope_size(session, scope, filters, where)
+        pool = (select(Memory.id.label("id"), Memory.search_tsv.label("v"),
+                       func.length(Memory.search_tsv).label("len"))
+                .where(*where, Memory.search_tsv.op("@@")(_tsquery(terms)))
+                .limit(settings.sparse_pool_limit).cte("pool"))
+        term_queries = [_tsquery([t]) for t in terms]
+        stats = select(
+            func.count().label("n"), func.avg(pool.c.len).label("avglen"),
+            *[func.count().filter(pool.c.v.op("@@")(q)).label(f"df{i}") for i, q in enumerate(term_queries)],
+        ).cte("stats")
+        k1, b = float(settings.bm25_k1), float(settings.bm25_b)
+        n_total = func.greatest(literal(n_scope, Float), stats.c.n)
+        # Presence-only BM25 (tf = 1): memories are short, repeated words are rare and mostly noise.
+        norm = (k1 + 1) / (1 + k1 * (1 - b + b * pool.c.len / func.greatest(stats.c.avglen, 1.0)))
+        score = sum(
+            (case((pool.c.v.op("@@")(q), 1.0), else_=0.0)
+             * func.ln(1.0 + (n_total - stats.c[f"df{i}"] + 0.5) / (stats.c[f"df{i}"] + 0.5))
+             for i, q in enumerate(term_queries)),
+            literal(0.0, Float),
+        ) * norm
+        sparse = (select(pool.c.id.label("id"), score.label("s")).select_from(pool.join(stats, true()))
+                  .order_by(score.desc(), pool.c.id).limit(settings.sparse_k).cte("sparse"))
+        parts.append(select(sparse.c.id))
+    if not parts:
+        return [], {}
+    ids = (union(*parts) if len(parts) > 1 else parts[0]).cte("ids")
+    cols: list[Any] = [Memory]
+    cols.append(dense.c.d if dense is not None else cast(null(), Float).label("d"))
+    cols.append(sparse.c.s if sparse is not None else cast(null(), Float).label("s"))
+    query = select(*cols).select_from(ids).join(Memory, and_(Memory.id == ids.c.id, *scope.where()))
+    if dense is not None:
+        query = query.outerjoin(dense, dense.c.id == ids.c.id)
+    if sparse is not None:
+        query = query.outerjoin(sparse, sparse.c.id == ids.c.id)
+    if with_embeddings:
+        query = query.options(undefer(Memory.embedding))
+    rows = session.execute(query).all()
+
+    ranked: list[Ranked] = []
+    memories: dict[uuid.UUID, Memory] = {}
+    for memory, d, s in rows:
+        memories[memory.id] = memory
+        ranked.append(Ranked(
+            id=memory.id, dense_similarity=None if d is None else 1.0 - float(d),
+            sparse_score=None if s is None else float(s),
+            retention=retention_at(now, memory.last_accessed_at, memory.strength, settings.tau0_seconds),
+            importance=float(memory.importance), content_hash=memory.content_hash,
+            embedding=memory.embedding if with_embeddings else None,
+        ))
+    for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
+                                        key=lambda c: (-c.dense_similarity, str(c.id))), start=1):  # type: ignore[operator]
+        c.dense_rank = position
+    for position, c in enumerate(sorted((c for c in ranked if c.sparse_score is not None),
+                                        key=lambda c: (-c.sparse_score, str(c.id))), start=1):  # type: ignore[operator]
+        c.sparse_rank = position
+    return ranked, memories
+
+
+def search(
     session: Session, scope: MemoryScope, embedder: Embedder, query_text: str, filters: SearchFilters,
-    limit: int, settings: SearchSettings = SearchSettings(),
-) -> list[Candidate]:
-    vector = embedder.embed([query_text])[0].tolist()
-    k = max(settings.candidates_per_signal, limit)
-    # pgvector 0.8: keep scanning the HNSW graph until enough rows pass the scope filters.
-    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {int(settings.hnsw_ef_search)}"))
-    distance = Memory.embedding.cosine_distance(vector)
-    dense = session.execute(
-        _filtered(scope, filters, Memory.id, distance.label("d"))
-        .where(Memory.embedding.is_not(None)).order_by(distance).limit(k)
-    ).all()
-    tsq = or_tsquery(query_text)
-    rank = func.ts_rank_cd(Memory.search_tsv, tsq)
-    sparse = session.execute(
-        _filtered(scope, filters, Memory.id, rank.label("r"))
-        .where(Memory.search_tsv.op("@@")(tsq)).order_by(rank.desc(), Memory.id).limit(k)
-    ).all()
-    fused: dict[uuid.UUID, Candidate] = {}
-    for signal, rows, weight in (("dense", dense, settings.dense_weight), ("sparse", sparse, settings.sparse_weight)):
-        for position, row in enumerate(rows, start=1):
-            candidate = fused.setdefault(row.id, Candidate(row.id, 0.0))
-            contribution = weight / (settings.rrf_k + position)
-            candidate.signals[signal] = contribution
-            candidate.score += contribution
-    ranked = sorted(fused.values(), key=lambda c: (-c.score, str(c.id)))
-    return ranked[:limit]
+    limit: int, settings: RetrievalSettings = DEFAULT_SETTINGS, *, mode: Mode = "hybrid",
+    now: datetime | None = None,
+) -> SearchOutcome:
+    """Ranked, de-duplicated memories for a query: candidates -> fusion -> MMR -> the first `limit`."""
+    now = now or datetime.now(UTC)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    vector = embedder.embed([query_text])[0].tolist() if mode != "sparse" else None
+    t1 = time.perf_counter()
+    terms = query_terms(session, query_text) if mode != "dense" else []
+    pool_settings = settings.with_(dense_k=max(settings.dense_k, limit), sparse_k=max(settings.sparse_k, limit))
+    dedupe = settings.duplicate_threshold < 1.0 or settings.mmr_lambda < 1.0
+    ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=dedupe)
+    t2 = time.perf_counter()
+    ordered = fuse(ranked, settings) if mode == "hybrid" else rrf_only(ranked, mode)
+    hits, duplicates = mmr(ordered, limit, settings)
+    t3 = time.perf_counter()
+    timings.update(embed_ms=(t1 - t0) * 1e3, sql_ms=(t2 - t1) * 1e3, rank_ms=(t3 - t2) * 1e3)
+    return SearchOutcome(hits=hits, duplicates=duplicates, rows=rows, timings=timings)
 
+
+def hybrid_search(  # the original entry point, kept for callers written against it
+    session: Session, scope: MemoryScope, embedder: Embedder, query_text: str, filters: SearchFilters,
+    limit: int, settings: RetrievalSettings = DEFAULT_SETTINGS,
+) -> list[Ranked]:
+    return search(session, scope, embedder, query_text, filters, limit, settings).hits

@@ -1,0 +1,132 @@
+"""Pure ranking policy: reciprocal-rank fusion with retention and importance, then MMR.
+
+Plain values in, plain values out (no database), so every rule here is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from memsvc.retrieval.settings import RetrievalSettings
+
+
+@dataclass
+class Ranked:
+    """One candidate with the signals that found it and the score they add up to."""
+
+    id: uuid.UUID
+    dense_rank: int | None = None  # 1-based position in the vector list, None if absent
+    sparse_rank: int | None = None
+    dense_similarity: float | None = None  # cosine similarity to the query
+    sparse_score: float | None = None  # BM25 score
+    retention: float = 1.0
+    importance: float = 0.5
+    content_hash: str | None = None
+    embedding: np.ndarray | None = None
+    score: float = 0.0
+    signals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """Which signal put it here, in words (the largest contribution first)."""
+        found = [name for name in ("dense", "sparse") if self.signals.get(name)]
+        parts = []
+        if self.dense_rank is not None:
+            parts.append(f"vector #{self.dense_rank} (cos {self.dense_similarity:.2f})")
+        if self.sparse_rank is not None:
+            parts.append(f"full text #{self.sparse_rank} (bm25 {self.sparse_score:.2f})")
+        for name, value in self.signals.items():
+            if name not in ("dense", "sparse", "retention", "importance") and value:
+                parts.append(name.replace("_", " "))
+        return ("both signals: " if len(found) == 2 else "") + ", ".join(parts) if parts else "filter match"
+
+
+def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings) -> list[Ranked]:
+    """Weighted RRF, normalised to [0, 1] (1 = first in every list), plus small retention/importance terms.
+
+    `signals` holds each term's contribution, so score == sum(signals.values()).
+    """
+    best = settings.dense_weight / (settings.rrf_k + 1) + settings.sparse_weight / (settings.rrf_k + 1)
+    norm = 1.0 / best if best > 0 else 0.0
+    relevance_share = max(0.0, 1.0 - settings.retention_weight - settings.importance_weight)
+    for c in candidates:
+        signals: dict[str, float] = {}
+        for name, rank, weight in (("dense", c.dense_rank, settings.dense_weight),
+                                   ("sparse", c.sparse_rank, settings.sparse_weight)):
+            if rank is not None and weight > 0:
+                signals[name] = relevance_share * norm * weight / (settings.rrf_k + rank)
+        signals["retention"] = settings.retention_weight * min(1.0, max(0.0, c.retention))
+        signals["importance"] = settings.importance_weight * min(1.0, max(0.0, c.importance))
+        c.signals = signals
+        c.score = sum(signals.values())
+    return sorted(candidates, key=lambda c: (-c.score, str(c.id)))
+
+
+def _unit(vector: np.ndarray | None) -> np.ndarray | None:
+    if vector is None:
+        return None
+    v = np.asarray(vector, dtype=np.float32)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else None
+
+
+def mmr(
+    ranked: Sequence[Ranked], limit: int, settings: RetrievalSettings
+) -> tuple[list[Ranked], list[tuple[Ranked, uuid.UUID]]]:
+    """Maximal marginal relevance over `ranked` (sorted by score, best first).
+
+    Returns (kept, dropped) where dropped pairs each near-duplicate with the kept memory it repeats
+    (same text, or cosine >= duplicate_threshold). With mmr_lambda < 1, the pick order also trades
+    relevance against similarity to what is already kept; scores themselves are left unchanged.
+    """
+    kept: list[Ranked] = []
+    kept_vecs: list[np.ndarray] = []
+    dropped: list[tuple[Ranked, uuid.UUID]] = []
+    hashes: dict[str, uuid.UUID] = {}
+    pool = list(ranked)
+    top = pool[0].score if pool else 1.0
+    scale = 1.0 / top if top > 0 else 1.0
+    vecs = {c.id: _unit(c.embedding) for c in pool}
+    while pool and len(kept) < limit:
+        if settings.mmr_lambda >= 1.0 or not kept_vecs:
+            index = 0
+        else:
+            matrix = np.stack(kept_vecs)
+            best, index = -np.inf, 0
+            for i, c in enumerate(pool):
+                v = vecs[c.id]
+                similarity = float(np.max(matrix @ v)) if v is not None else 0.0
+                value = settings.mmr_lambda * c.score * scale - (1 - settings.mmr_lambda) * similarity
+                if value > best:
+                    best, index = value, i
+        c = pool.pop(index)
+        if c.content_hash and c.content_hash in hashes:
+            dropped.append((c, hashes[c.content_hash]))
+            continue
+        v = vecs[c.id]
+        if v is not None and kept_vecs:
+            sims = np.stack(kept_vecs) @ v
+            j = int(np.argmax(sims))
+            if float(sims[j]) >= settings.duplicate_threshold:
+                dropped.append((c, [k for k in kept if vecs[k.id] is not None][j].id))
+                continue
+        kept.append(c)
+        if v is not None:
+            kept_vecs.append(v)
+        if c.content_hash:
+            hashes[c.content_hash] = c.id
+    return kept, dropped
+
+
+def rrf_only(candidates: Sequence[Ranked], signal: str) -> list[Ranked]:
+    """Order by one signal alone (the BM25-only / dense-only baselines)."""
+    key = (lambda c: c.dense_rank) if signal == "dense" else (lambda c: c.sparse_rank)
+    present = [c for c in candidates if key(c) is not None]
+    for c in present:
+        c.score = 1.0 / (1 + key(c))  # type: ignore[operator]
+        c.signals = {signal: c.score}
+    return sorted(present, key=lambda c: key(c))  # type: ignore[arg-type,return-value]

@@ -1,0 +1,147 @@
+"""API types of /v1/search and /v1/context (kept here, beside the code they describe)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from memsvc.retrieval.search import SearchFilters
+from memsvc.schemas import Kind, MemoryOut
+from memsvc.validation import check_text
+
+Mode = Literal["hybrid", "dense", "sparse"]
+Section = Literal["profile", "facts", "episodes"]
+Fidelity = Literal["verbatim", "summary", "gist"]
+MAX_BUDGET_TOKENS = 1_000_000  # far beyond any model's window: a larger number is a mistake, not a wish
+
+_ID = Field(default=None, min_length=1, max_length=200)
+
+
+class RetrievalFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = _ID
+    agent_id: str | None = _ID
+    session_id: str | None = _ID
+    kinds: list[Kind] | None = Field(default=None, description="Only these kinds of memory.")
+    tags: list[str] | None = Field(default=None, max_length=50, description="Memories with any of these tags.")
+    occurred_after: datetime | None = Field(default=None, description="Event time >= this.")
+    occurred_before: datetime | None = Field(default=None, description="Event time < this.")
+    as_of: datetime | None = Field(
+        default=None, description="Return what was valid at this time (valid_from <= as_of < valid_to), "
+        "including facts superseded since. Default: what is valid now.")
+    include_superseded: bool = Field(default=False, description="Also return superseded / expired memories.")
+    include_archived: bool = Field(default=False, description="Also return archived memories.")
+    mode: Mode = Field(default="hybrid", description="hybrid (default), or one signal alone: dense / sparse.")
+
+
+class SearchRequest(RetrievalFilters):
+    query: str = Field(min_length=1, max_length=4000)
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class SearchHit(BaseModel):
+    memory: MemoryOut
+    score: float
+    signals: dict[str, float] = Field(
+        description="Additive contributions to score: dense / sparse (rank fusion), retention, importance.")
+    dense_rank: int | None = Field(default=None, description="Position in the vector candidate list.")
+    sparse_rank: int | None = Field(default=None, description="Position in the BM25 candidate list.")
+    dense_similarity: float | None = None
+    bm25: float | None = None
+    reason: str = Field(description="Which signal put it here, in words.")
+
+
+class Duplicate(BaseModel):
+    id: uuid.UUID
+    duplicate_of: uuid.UUID
+
+
+class SearchResult(BaseModel):
+    hits: list[SearchHit]
+    duplicates_removed: list[Duplicate] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str = Field(min_length=1, max_length=50)
+    content: str = Field(max_length=32_000)
+
+
+class ContextRequest(RetrievalFilters):
+    query: str | None = Field(default=None, max_length=4000, description="What the context is for.")
+    messages: list[Message] | None = Field(
+        default=None, max_length=200, description="Recent conversation; used as the query when none is given.")
+    budget_tokens: int = Field(ge=0, le=MAX_BUDGET_TOKENS, description="Hard upper bound on the context's "
+                               "token count under `model`'s tokenizer.")
+    model: str = Field(default="cl100k_base", min_length=1, max_length=200, description="Target model or encoding "
+                       "(gpt-4o, cl100k_base, o200k_base, SmolLM2...); unknown names get a conservative counter.")
+    sections: list[Section] | None = Field(default=None, description="Which sections to include (default all).")
+    format: Literal["markdown", "plain"] = "markdown"
+    max_candidates: int | None = Field(default=None, ge=1, le=500, description="Candidates the packer weighs.")
+
+    @model_validator(mode="after")
+    def _needs_query(self) -> ContextRequest:
+        if not (self.query and self.query.strip()) and not any(m.content.strip() for m in self.messages or []):
+            raise ValueError("give a non-empty query or messages")
+        return self
+
+
+class ContextItem(BaseModel):
+    id: uuid.UUID
+    kind: Kind
+    section: Section
+    fidelity: Fidelity
+    tokens: int = Field(description="Tokens of this item's line (alone; the whole is counted separately).")
+    score: float = Field(description="Retrieval score (fusion of signals).")
+    value: float = Field(description="Value the packer credited: score x fidelity value.")
+    reason: str
+
+
+class LeftOut(BaseModel):
+    id: uuid.UUID
+    score: float
+    reason: str
+
+
+class ContextResult(BaseModel):
+    context: str
+    token_count: int = Field(description="Exact count of `context` under the tokenizer (never above the budget).")
+    budget_tokens: int
+    model: str
+    tokenizer: str
+    exact: bool = Field(description="False when the model is unknown and a conservative counter was used.")
+    items: list[ContextItem]
+    left_out: list[LeftOut]
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def to_search_filters(request: RetrievalFilters) -> SearchFilters:
+    """API filters -> core filters, checking the free text Postgres would choke on (NUL, surrogates)."""
+    from memsvc.store import as_utc
+
+    for i, tag in enumerate(request.tags or []):
+        check_text(tag, f"tags[{i}]", max_chars=100)
+    for name in ("user_id", "agent_id", "session_id"):
+        value = getattr(request, name)
+        if value is not None:
+            check_text(value, name)
+    return SearchFilters(
+        user_id=request.user_id, agent_id=request.agent_id, session_id=request.session_id,
+        kinds=tuple(request.kinds) if request.kinds else None, tags=tuple(request.tags) if request.tags else None,
+        occurred_after=as_utc(request.occurred_after), occurred_before=as_utc(request.occurred_before),
+        as_of=as_utc(request.as_of), include_superseded=request.include_superseded,
+        include_archived=request.include_archived,
+    )
+
+
+def context_query_text(request: ContextRequest, max_chars: int = 4000) -> str:
+    """The query, or else the latest messages (newest last), cut to max_chars from the end."""
+    if request.query and request.query.strip():
+        return check_text(request.query, "query")
+    text = "\n".join(m.content for m in (request.messages or [])[-4:] if m.content.strip())
+    return check_text(text[-max_chars:], "messages")

@@ -1,0 +1,69 @@
+"""Every weight and limit of retrieval (search, fusion, MMR, context packing) in one object.
+
+Nothing in memsvc.retrieval hard-codes a tuning number: search, rank and context all read a
+`RetrievalSettings`, so a benchmark or a tenant can change one field and know it reaches every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+FIDELITIES = ("verbatim", "summary", "gist")
+
+
+def _fidelity_values() -> dict[str, float]:
+    # What a memory is worth in a context at each fidelity, as a share of its full value. A summary
+    # keeps most of the facts for ~40% of the tokens; a gist is a reminder that the memory exists.
+    return {"verbatim": 1.0, "summary": 0.8, "gist": 0.35}
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    # --- candidates (SQL) ---------------------------------------------------------------------
+    dense_k: int = 60  # nearest neighbours taken from the HNSW index
+    sparse_k: int = 60  # best full-text matches taken
+    hnsw_ef_search: int = 100
+    # Full text ranks every row that matches any query term (BM25 needs them all for document
+    # frequencies); past this many matches the pool is cut (latency bound for huge scopes).
+    sparse_pool_limit: int = 20_000
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+    # --- fusion -------------------------------------------------------------------------------
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    # Added to the (0..1-normalised) relevance: small, so they order near-ties and do not
+    # override relevance. Retention is the forgetting curve's R, importance the stored 0..1.
+    retention_weight: float = 0.05
+    importance_weight: float = 0.05
+    tau0_seconds: float = 30 * 86_400.0
+
+    # --- near-duplicates / diversity (MMR) ----------------------------------------------------
+    duplicate_threshold: float = 0.97  # cosine similarity above which a candidate is a near-duplicate
+    mmr_lambda: float = 1.0  # 1.0 = relevance only (near-duplicates still removed); lower = more diverse
+
+    # --- context builder ----------------------------------------------------------------------
+    context_candidates: int = 60  # ranked candidates the packer considers
+    fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
+    # Derive a summary/gist on the fly (deterministic built-in) for memories that have none stored,
+    # only when the verbatim text is at least this many tokens (short texts gain nothing).
+    derive_min_tokens: int = 40
+    derive_fidelities: bool = True
+    profile_limit: int = 20  # profile/core memories considered for every context
+    profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs
+    # Neighbouring episodes (same session, adjacent in time) of the top hits join the candidates.
+    neighbour_hits: int = 0
+    neighbour_window: int = 1
+    neighbour_weight: float = 0.5  # a neighbour's score = weight * its hit's score
+    # Sources of a retrieved fact (derived_from links) join the candidates, and vice versa.
+    link_weight: float = 0.7
+    # The counting pass after packing re-renders and recounts at most this many times to fill slack.
+    fill_attempts: int = 24
+
+    def with_(self, **changes: Any) -> RetrievalSettings:
+        return replace(self, **changes)
+
+
+DEFAULT_SETTINGS = RetrievalSettings()

@@ -1,0 +1,176 @@
+"""/v1/search and the ranking policy: hybrid signals, filters, validity "as of", scoping, bad input."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from sqlalchemy import update
+
+from memsvc.retrieval.rank import Ranked, fuse, mmr
+from memsvc.retrieval.settings import RetrievalSettings
+from tests.conftest import auth
+
+# ---- pure policy ---------------------------------------------------------------------------------
+
+
+def test_fuse_scores_are_the_sum_of_their_signals_and_both_signals_beat_one() -> None:
+    s = RetrievalSettings()
+    both = Ranked(uuid.uuid4(), dense_rank=2, sparse_rank=2, retention=1.0, importance=0.5)
+    dense_only = Ranked(uuid.uuid4(), dense_rank=1, retention=1.0, importance=0.5)
+    ordered = fuse([dense_only, both], s)
+    assert ordered[0] is both
+    for c in ordered:
+        assert c.score == pytest.approx(sum(c.signals.values()))
+    top = Ranked(uuid.uuid4(), dense_rank=1, sparse_rank=1, retention=1.0, importance=1.0)
+    assert fuse([top], s)[0].score == pytest.approx(1.0)  # first everywhere, fully retained, max importance
+
+
+def test_retention_and_importance_break_ties_without_overriding_relevance() -> None:
+    s = RetrievalSettings()
+    fresh = Ranked(uuid.uuid4(), dense_rank=3, retention=1.0, importance=1.0)
+    faded = Ranked(uuid.uuid4(), dense_rank=3, retention=0.0, importance=0.0)
+    better = Ranked(uuid.uuid4(), dense_rank=1, sparse_rank=1, retention=0.0, importance=0.0)
+    assert [c.id for c in fuse([faded, fresh, better], s)] == [better.id, fresh.id, faded.id]
+
+
+def test_mmr_drops_exact_and_near_duplicates_and_says_of_what() -> None:
+    s = RetrievalSettings()
+    v = np.ones(8, dtype=np.float32)
+    w = np.arange(8, dtype=np.float32)
+    a = Ranked(uuid.uuid4(), score=3, content_hash="h1", embedding=v)
+    same_text = Ranked(uuid.uuid4(), score=2.5, content_hash="h1", embedding=w)
+    near = Ranked(uuid.uuid4(), score=2, content_hash="h2", embedding=v * 1.01)
+    other = Ranked(uuid.uuid4(), score=1, content_hash="h3", embedding=w)
+    kept, dropped = mmr([a, same_text, near, other], 10, s)
+    assert [c.id for c in kept] == [a.id, other.id]
+    assert {(d.id, of) for d, of in dropped} == {(same_text.id, a.id), (near.id, a.id)}
+    diverse, _ = mmr([a, near, other], 2, s.with_(mmr_lambda=0.3, duplicate_threshold=1.01))
+    assert [c.id for c in diverse] == [a.id, other.id]  # low lambda prefers the dissimilar one
+
+
+# ---- through the API, on real Postgres + pgvector ------------------------------------------------
+
+FACTS = [
+    ("Alice moved to Berlin in 2021 and works as a nurse.", "episodic", ["move"], "2021-03-01T10:00:00Z"),
+    ("Bob adopted a golden retriever puppy named Max.", "episodic", ["pets"], "2022-06-10T10:00:00Z"),
+    ("The quarterly report is due on Friday.", "episodic", ["work"], "2023-01-05T10:00:00Z"),
+    ("Alice prefers tea over coffee.", "semantic", ["prefs"], "2023-02-01T10:00:00Z"),
+    ("Carol plays the cello in a community orchestra.", "episodic", ["music"], "2023-04-01T10:00:00Z"),
+]
+
+
+def _seed(client, key: str, user_id: str = "u1") -> dict[str, str]:  # type: ignore[no-untyped-def]
+    items = [{"content": c, "kind": k, "tags": t, "occurred_at": at, "user_id": user_id} for c, k, t, at in FACTS]
+    r = client.post("/v1/memories/batch", json={"items": items}, headers=auth(key))
+    assert r.status_code == 201, r.text
+    return {m["content"]: m["id"] for m in r.json()["items"]}
+
+
+def _search(client, key: str, **body):  # type: ignore[no-untyped-def]
+    r = client.post("/v1/search", json=body, headers=auth(key))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_hybrid_search_ranks_and_explains(client, key) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed(client, key)
+    body = _search(client, key, query="Which dog did Bob adopt?")
+    top = body["hits"][0]
+    assert top["memory"]["id"] == ids[FACTS[1][0]]
+    assert top["dense_rank"] == 1 and top["sparse_rank"] == 1
+    assert set(top["signals"]) >= {"dense", "sparse", "retention", "importance"}
+    assert top["score"] == pytest.approx(sum(top["signals"].values()))
+    assert "vector #1" in top["reason"] and "full text #1" in top["reason"]
+    sparse = _search(client, key, query="cello orchestra", mode="sparse")
+    assert sparse["hits"][0]["memory"]["id"] == ids[FACTS[4][0]]
+    assert all(h["dense_rank"] is None for h in sparse["hits"])
+    dense = _search(client, key, query="a musician with a string instrument", mode="dense")
+    assert dense["hits"][0]["memory"]["id"] == ids[FACTS[4][0]]
+    assert all(h["sparse_rank"] is None for h in dense["hits"])
+
+
+def test_bm25_weighs_rare_terms_over_common_ones(client, key) -> None:  # type: ignore[no-untyped-def]
+    items = [{"content": f"Caroline talked about her day number {i}."} for i in range(12)]
+    items.append({"content": "Caroline went to the pottery workshop."})
+    items.append({"content": "The pottery kiln was hot and glowing all through the long night."})
+    assert client.post("/v1/memories/batch", json={"items": items}, headers=auth(key)).status_code == 201
+    hits = _search(client, key, query="Caroline pottery", mode="sparse")["hits"]
+    assert hits[0]["memory"]["content"] == "Caroline went to the pottery workshop."
+    assert hits[1]["memory"]["content"].startswith("The pottery kiln")  # the rare term alone beats the common one
+
+
+def test_filters_kind_tag_time_and_session(client, key) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed(client, key)
+    q = "Alice"
+    only_semantic = _search(client, key, query=q, kinds=["semantic"])["hits"]
+    assert [h["memory"]["id"] for h in only_semantic] == [ids[FACTS[3][0]]]
+    tagged = _search(client, key, query=q, tags=["pets", "music"], limit=10)["hits"]
+    assert {h["memory"]["id"] for h in tagged} == {ids[FACTS[1][0]], ids[FACTS[4][0]]}
+    window = _search(client, key, query=q, occurred_after="2022-01-01T00:00:00Z",
+                     occurred_before="2023-01-31T00:00:00Z", limit=10)["hits"]
+    assert {h["memory"]["id"] for h in window} == {ids[FACTS[1][0]], ids[FACTS[2][0]]}
+    assert _search(client, key, query=q, user_id="nobody")["hits"] == []
+    assert _search(client, key, query=q, session_id="s-none")["hits"] == []
+
+
+def test_as_of_validity_and_superseded(client, key, engine) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.db import session_scope
+    from memsvc.models import Memory
+
+    old = client.post("/v1/memories", headers=auth(key), json={
+        "content": "Dana lives in Lisbon.", "kind": "semantic", "valid_from": "2019-01-01T00:00:00Z"}).json()
+    new = client.post("/v1/memories", headers=auth(key), json={
+        "content": "Dana lives in Oslo.", "kind": "semantic", "valid_from": "2022-05-01T00:00:00Z"}).json()
+    with session_scope(engine) as s:
+        s.execute(update(Memory).where(Memory.id == uuid.UUID(old["id"])).values(
+            valid_to=new["valid_from"], superseded_by=uuid.UUID(new["id"])))
+
+    def found(**kw):  # type: ignore[no-untyped-def]
+        return {h["memory"]["id"] for h in _search(client, key, query="Where does Dana live?", **kw)["hits"]}
+
+    assert found() == {new["id"]}
+    assert found(as_of="2020-06-01T00:00:00Z") == {old["id"]}
+    assert found(as_of="2023-06-01T00:00:00Z") == {new["id"]}
+    assert found(include_superseded=True) == {old["id"], new["id"]}
+    assert found(as_of="2018-01-01T00:00:00Z") == set()
+
+
+def test_search_is_tenant_and_key_scoped(client, key, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    _seed(client, key, user_id="u1")
+    _seed(client, key, user_id="u2")
+    other = make_tenant()
+    assert _search(client, other, query="Bob dog")["hits"] == []
+    restricted = make_tenant()
+    _seed(client, restricted, user_id="u1")
+    _seed(client, restricted, user_id="u2")
+    r = client.post("/v1/admin/keys", headers=auth(restricted), json={"scopes": ["read"], "user_ids": ["u2"]})
+    assert r.status_code == 201, r.text
+    hits = _search(client, r.json()["key"], query="Bob dog", limit=20)["hits"]
+    assert hits and {h["memory"]["user_id"] for h in hits} == {"u2"}
+
+
+def test_duplicates_are_removed_and_reported(client, key) -> None:  # type: ignore[no-untyped-def]
+    text = "Erin's birthday party is on the 12th of July."
+    items = [{"content": text}, {"content": text + " "}, {"content": "Frank sells bicycles."}]
+    made = client.post("/v1/memories/batch", json={"items": items}, headers=auth(key)).json()["items"]
+    body = _search(client, key, query="When is Erin's birthday party?")
+    hit_ids = [h["memory"]["id"] for h in body["hits"]]
+    assert hit_ids.count(made[0]["id"]) + hit_ids.count(made[1]["id"]) == 1
+    assert len(body["duplicates_removed"]) == 1
+
+
+def test_empty_scope_and_bad_input(client, key) -> None:  # type: ignore[no-untyped-def]
+    assert _search(client, key, query="anything at all")["hits"] == []
+    assert _search(client, key, query="the of and is")["hits"] == []  # stop words only: no full-text terms
+    for body, status in (
+        ({"query": ""}, 422), ({"query": "   "}, 422), ({"query": "a\u0000b"}, 422), ({"query": "x", "limit": 0}, 422),
+        ({"query": "x", "limit": 1000}, 422), ({"query": "x", "mode": "magic"}, 422), ({"query": "x", "bogus": 1}, 422),
+        ({"query": "x", "occurred_after": "2024-01-01T00:00:00Z", "occurred_before": "2023-01-01T00:00:00Z"}, 422),
+        ({"query": "x", "as_of": "not a date"}, 422), ({"query": "x", "tags": ["a\u0000"]}, 422),
+    ):
+        r = client.post("/v1/search", json=body, headers=auth(key))
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["error"]["message"]
+    assert client.post("/v1/search", json={"query": "x"}).status_code == 401
