@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, pool, text
 
 from memsvc.db import normalize_url
 
@@ -21,17 +23,38 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+# Several API replicas may start at once (docker-compose, Kubernetes); only one migrates at a time.
+_MIGRATION_LOCK = 0x6D656D737663  # "memsvc"
+
+
+def _locked(url: str, action: Callable[[Config], None]) -> None:
+    engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+            try:
+                cfg = alembic_config(url)
+                cfg.attributes["connection"] = conn
+                action(cfg)
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    _locked(url, lambda cfg: command.upgrade(cfg, revision))
 
 
 def downgrade(url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(url), revision)
+    _locked(url, lambda cfg: command.downgrade(cfg, revision))
 
 
 def current(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
 
     engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
     with engine.connect() as conn:

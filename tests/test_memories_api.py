@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from tests.conftest import auth
@@ -129,7 +130,9 @@ def test_client_supplied_embedding_is_used(client, key):
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")
+    deadline = time.time() + 60
+    while (ready := client.get("/readyz")).status_code != 200 and time.time() < deadline:
+        time.sleep(0.5)  # readiness waits for the embedding model to load
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready" and ready.json()["checks"]["database"] == "ok"
 

@@ -25,6 +25,8 @@ def readyz(request: Request) -> JSONResponse:
     except Exception as exc:  # readiness must answer, whatever is broken
         checks["database"] = f"unavailable: {type(exc).__name__}"
     checks["embedder"] = "loaded" if request.app.state.embedder_loaded() else "loading"
-    ready = checks.get("database") == "ok" and checks.get("schema") not in (None, "missing")
+    # Not ready until the embedding model is loaded, so a load balancer never sends a write that would stall.
+    ready = checks.get("database") == "ok" and checks.get("schema") not in (None, "missing") \
+        and checks["embedder"] == "loaded"
     body = {"status": "ready" if ready else "not_ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

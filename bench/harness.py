@@ -1,0 +1,106 @@
+"""Shared bench plumbing: a real memsvc server (embedded Postgres unless MEMSVC_DATABASE_URL is set,
+real uvicorn on a free port) and a tenant key, started and stopped by the harness itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import httpx  # noqa: E402
+import uvicorn  # noqa: E402
+
+
+@dataclass
+class Server:
+    base_url: str
+    root_key: str
+    database_url: str
+
+    def client(self, key: str | None = None, timeout: float = 120.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout,
+                            headers={"Authorization": f"Bearer {key or self.root_key}"})
+
+    def new_tenant_key(self, name: str | None = None) -> str:
+        with self.client() as c:
+            tenant = c.post("/v1/admin/tenants", json={"name": name or f"bench-{uuid.uuid4().hex[:8]}"})
+            tenant.raise_for_status()
+            scopes = ["read", "write", "admin"]
+            key = c.post("/v1/admin/keys", json={"scopes": scopes, "tenant_id": tenant.json()["id"]})
+            key.raise_for_status()
+            return key.json()["key"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(**settings_overrides: object) -> Iterator[Server]:
+    from api.app import create_app
+    from memsvc import migrate, tenancy
+    from memsvc.config import Settings
+    from memsvc.db import get_engine, session_scope
+    from memsvc.embedded import start_embedded_postgres
+
+    root_key = "msk_bench_" + uuid.uuid4().hex
+    with tempfile.TemporaryDirectory(prefix="memsvc-bench-") as tmp:
+        url = os.environ.get("MEMSVC_DATABASE_URL") or start_embedded_postgres(Path(tmp))
+        migrate.upgrade(url)
+        settings = Settings(database_url=url, state_dir=Path(tmp), **settings_overrides)  # type: ignore[arg-type]
+        engine = get_engine(url)
+        with session_scope(engine) as session:
+            tenancy.bootstrap(session, root_key)
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError("server did not become ready")
+        try:
+            yield Server(base, root_key, url)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+            engine.dispose()
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_ms)
+    q = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered * 99
+    return {"p50": q[49], "p95": q[94], "p99": q[98], "mean": statistics.fmean(ordered)}
+
+
+def print_table(title: str, headers: list[str], rows: list[list[object]]) -> None:
+    cells = [[str(h) for h in headers]] + [[f"{v:.1f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    print(f"\n{title}")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells[1:]:
+        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) + " |")

@@ -1,0 +1,88 @@
+"""`memsvc serve` as a newcomer runs it: embedded Postgres + broker + worker + beat, admin key printed once,
+data kept across restarts, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, state_dir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEMSVC_")}
+        env.update(MEMSVC_STATE_DIR=str(state_dir), MEMSVC_PORT=str(port), MEMSVC_LOG_LEVEL="WARNING")
+        self.log = state_dir.parent / f"serve-{time.time_ns()}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "memsvc.cli", "serve"], env=env, stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.base + "/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"serve not ready in time:\n{self.log.read_text()}")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> list[psutil.Process]:
+        descendants = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        self.proc.wait(timeout=60)
+        assert self.proc.returncode == 0, self.output()
+        return descendants
+
+
+def test_serve_embedded_default_end_to_end(tmp_path):
+    state, port = tmp_path / "state", _free_port()
+    first = Served(state, port)
+    try:
+        printed = re.findall(r"(msk_[A-Za-z0-9_\-]{20,})", first.output())
+        assert len(printed) == 1, first.output()
+        key = printed[0]
+        headers = {"Authorization": f"Bearer {key}"}
+        created = httpx.post(first.base + "/v1/memories", headers=headers, json={"content": "kept across restarts"})
+        assert created.status_code == 201, created.text
+        commands = [" ".join(p.cmdline()) for p in psutil.Process(first.proc.pid).children(recursive=True)]
+        for part in ("memsvc.cli worker", "memsvc.cli beat", "valkey-server"):
+            assert any(part in c for c in commands), (part, commands)
+        # pg_ctl daemonises Postgres, so it is not a child: find it by its pid file.
+        postmaster = psutil.Process(int((state / "postgres" / "postmaster.pid").read_text().split()[0]))
+        children = [*first.stop(), postmaster]
+    except BaseException:
+        first.proc.kill()
+        raise
+    alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
+    assert (state / "admin_key.txt").read_text().strip() == key
+
+    second = Served(state, port)
+    try:
+        assert "msk_" not in second.output()  # the key is shown once, on first start only
+        headers = {"Authorization": f"Bearer {key}"}
+        listed = httpx.get(second.base + "/v1/memories", headers=headers).json()["items"]
+        assert [m["content"] for m in listed] == ["kept across restarts"]
+    finally:
+        second.stop()
