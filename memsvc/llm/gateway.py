@@ -1,0 +1,457 @@
+"""The LLM seam: the `LLM` protocol, its plain data types, usage accounting, and the litellm gateway.
+
+Every generation in memsvc goes through an `LLM`; `get_llm` (memsvc.llm) picks the litellm
+gateway when a model is configured and the offline built-in otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memsvc.errors import MemsvcError
+
+# litellm fetches its model price map from GitHub when first imported unless told otherwise (and
+# retries for seconds offline). memsvc must not touch the network by itself, and the bundled map
+# is what cost accounting uses. Set here, at import of the LLM package, so it is in place before
+# anything imports litellm; an explicit setting in the environment wins.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One thing that happened (usually an episodic memory): the input to fact extraction."""
+
+    id: str
+    text: str
+    occurred_at: datetime
+    speaker: str | None = None  # who said it: first-person pronouns are replaced by this name
+    user: str | None = None  # whose memory this is, when that differs from the speaker
+
+
+@dataclass(slots=True)
+class Fact:
+    """An atomic, self-contained statement derived from episodes.
+
+    Contradiction detection: `key` = (subject, attribute) names a single-valued slot
+    ("melanie", "lives_in"); a newer fact with the same key and a different `value` supersedes
+    the older one. Facts without an attribute are never considered contradictory (only deduped).
+    Multi-valued relations get the object into the attribute ("opinion:pizza" -> "positive"), so
+    "likes pizza" vs "hates pizza" conflict while "likes pizza" vs "likes tea" do not.
+    """
+
+    text: str
+    subject: str  # normalized (normalize_key): lowercase words, e.g. "melanie", "melanie's sister"
+    attribute: str | None = None  # normalized (normalize_attribute): e.g. "lives_in", "opinion:pizza"
+    value: str | None = None  # normalized value: "boston", "not boston", "positive"
+    source_ids: list[str] = field(default_factory=list)
+    confidence: float = 0.5
+    valid_from: datetime | None = None  # when it became true as far as we know (latest source)
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        return (self.subject, self.attribute) if self.attribute else None
+
+    def contradicts(self, other: Fact) -> bool:
+        """Same single-valued slot, different value. Which one wins is the caller's call
+        (normally the later valid_from)."""
+        return self.key is not None and self.key == other.key and self.value != other.value
+
+
+# Canonical attribute names, shared by the built-in extractor and the gateway prompt so both
+# produce the same keys.
+CANONICAL_ATTRIBUTES: dict[str, str] = {
+    "lives_in": "city/place where the subject lives now",
+    "works_at": "employer",
+    "occupation": "job title",
+    "studies": "field of study",
+    "age": "age in years",
+    "relationship_status": "single / dating <name> / married / engaged / divorced / widowed",
+    "children_count": "number of children",
+    "favorite_<thing>": "favorite thing of a kind, e.g. favorite_color",
+    "opinion:<object>": "value 'positive' or 'negative'",
+}
+
+
+def normalize_key(text: str) -> str:
+    """Lowercase words separated by single spaces; keeps apostrophes ("melanie's sister")."""
+    text = text.lower().replace("\u2019", "'")
+    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text)
+    while words and words[0] in {"the", "a", "an"}:
+        words = words[1:]
+    return " ".join(words)
+
+
+def normalize_attribute(text: str) -> str:
+    """snake_case, with an optional ':<object>' part normalized the same way."""
+    head, sep, obj = text.partition(":")
+    head = "_".join(normalize_key(head).replace("'", "").split())
+    return f"{head}:{normalize_key(obj)}" if sep else head
+
+
+class LLMOutputError(MemsvcError):
+    """The model kept answering with something we cannot use (invalid JSON, wrong schema, empty)."""
+
+    status, code = 502, "llm_output_invalid"
+
+
+class LLMCallError(MemsvcError):
+    """The model could not be called (network, auth, rate limit...). `retryable` says whether
+    trying again later can help, for the worker's backoff."""
+
+    status, code = 502, "llm_call_failed"
+
+    def __init__(self, message: str, *, retryable: bool, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retryable = retryable
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage accounting
+
+
+@dataclass(slots=True)
+class Usage:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    rejected_outputs: int = 0  # answers we could not use and asked again for
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.rejected_outputs += other.rejected_outputs
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "total_tokens": self.total_tokens,
+                "cost_usd": round(self.cost_usd, 8), "rejected_outputs": self.rejected_outputs}
+
+
+# A context variable rather than a field to reset: one gateway may serve several jobs (threads,
+# tasks) at once, and each job must see only its own calls.
+_TRACKERS: ContextVar[tuple[Usage, ...]] = ContextVar("memsvc_llm_usage", default=())
+
+
+@contextmanager
+def track_usage() -> Iterator[Usage]:
+    """Collect the usage of every LLM call made inside the block (in this thread/context):
+
+        with track_usage() as used:
+            facts = llm.extract_facts(episodes)
+        job.record(tenant, used.as_dict())
+    """
+    usage = Usage()
+    token = _TRACKERS.set((*_TRACKERS.get(), usage))
+    try:
+        yield usage
+    finally:
+        _TRACKERS.reset(token)
+
+
+class UsageMeter:
+    """Mixin: a lifetime total per instance plus the active `track_usage` blocks."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self._usage_lock = threading.Lock()
+
+    def _record(self, delta: Usage) -> None:
+        with self._usage_lock:
+            self.usage.add(delta)
+        for tracker in _TRACKERS.get():
+            tracker.add(delta)
+
+
+@runtime_checkable
+class LLM(Protocol):
+    usage: Usage
+
+    def summarize(self, text: str) -> str: ...
+
+    def gist(self, text: str) -> str: ...
+
+    def extract_facts(self, episodes: Sequence[Episode]) -> list[Fact]: ...
+
+
+# Shared by the built-in and the gateway's validation, so a tier's text is always shorter.
+SHORT_TEXT_WORDS = 8  # at or below this, a text is its own summary
+GIST_MAX_WORDS = 20
+
+
+def must_shrink(text: str) -> bool:
+    return len(text.split()) > SHORT_TEXT_WORDS
+
+
+# ---------------------------------------------------------------------------------------------
+# litellm gateway
+
+
+class _SummaryOut(BaseModel):
+    summary: str = Field(min_length=1)
+
+
+class _GistOut(BaseModel):
+    gist: str = Field(min_length=1)
+
+
+class _FactOut(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: str = Field(min_length=1)
+    subject: str = Field(min_length=1)
+    attribute: str | None = None
+    value: str | None = None
+    source_ids: list[str] = Field(min_length=1)
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class _FactsOut(BaseModel):
+    facts: list[_FactOut]
+
+
+class _Reject(Exception):
+    """An answer we cannot use; the message is fed back to the model."""
+
+
+T = TypeVar("T")
+MockResponse = str | dict[str, Any]
+
+_SYSTEM = ("You are the memory consolidation component of a long-term memory service. "
+           "Answer with one JSON object only, no prose, no code fences.")
+
+_FACTS_PROMPT = """Extract atomic, self-contained facts from the episodes below.
+Rules:
+- One fact = one short declarative sentence that is understandable on its own.
+- Use names instead of pronouns (the speaker of an episode is "I"/"me"/"my").
+- Turn relative dates (yesterday, last week, two days ago, next month, on Friday) into absolute
+  dates using the episode's date, e.g. "7 May 2023".
+- Skip greetings, questions, opinions about the conversation itself, and anything uncertain.
+- subject: the person or thing the fact is about (a name, e.g. "Melanie" or "Melanie's sister").
+- attribute: when the fact fills a single-valued slot, one of:
+{attributes}
+  otherwise null. value: the slot's value, short ("Boston"); when a slot stopped being true,
+  "not <value>" ("not Boston"). Use null for both when no slot fits.
+- source_ids: ids of the episodes the fact comes from. confidence: 0..1.
+Answer: {{"facts": [{{"text": str, "subject": str, "attribute": str|null, "value": str|null,
+"source_ids": [str], "confidence": float}}]}}
+
+Episodes:
+{episodes}"""
+
+
+def _import_litellm() -> Any:
+    # Imported on first use: litellm takes seconds to import and the built-in path never needs it.
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LiteLLMGateway(UsageMeter):
+    """`LLM` over any litellm model, with JSON output validated by pydantic.
+
+    An answer that is empty, not JSON or not the schema is sent back to the model with the
+    reason, up to max_retries times; then LLMOutputError says what was wrong.
+
+    mock_response: litellm's own mock, for tests. A string (or dict) answers every call; a list is
+    consumed one item per call, retries included.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        max_retries: int = 2,
+        *,
+        mock_response: MockResponse | Sequence[MockResponse] | None = None,
+        temperature: float = 0.0,
+        timeout_s: float = 120.0,
+        **completion_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.model = model
+        self.max_retries = max_retries
+        self.temperature = temperature
+        self.timeout_s = timeout_s
+        self.completion_kwargs = completion_kwargs
+        self._mocks: list[MockResponse] | None = None
+        self._mock_fixed: MockResponse | None = None
+        if isinstance(mock_response, str | dict):
+            self._mock_fixed = mock_response
+        elif mock_response is not None:
+            self._mocks = list(mock_response)
+        self._mock_lock = threading.Lock()
+
+    # -- the three tasks ---------------------------------------------------------------------
+
+    def summarize(self, text: str) -> str:
+        if not must_shrink(text):  # a few words are their own summary: no call, no cost
+            return text.strip()
+        prompt = ("Summarize the text below in at most 40% of its length, keeping names, dates, "
+                  f'numbers and decisions. Answer: {{"summary": str}}\n\nText:\n{text}')
+
+        def parse(data: Any) -> str:
+            summary = _validate(_SummaryOut, data).summary.strip()
+            if len(summary) >= len(text.strip()):
+                raise _Reject(f"summary must be shorter than the text ({len(text.strip())} chars), "
+                              f"got {len(summary)} chars")
+            return summary
+
+        return self._ask("summarize", prompt, parse)
+
+    def gist(self, text: str) -> str:
+        if not must_shrink(text):
+            return text.strip()
+        prompt = (f"Give the gist of the text below in 12 to {GIST_MAX_WORDS} words, keeping the key "
+                  f'names, entities and numbers. Answer: {{"gist": str}}\n\nText:\n{text}')
+
+        def parse(data: Any) -> str:
+            gist = _validate(_GistOut, data).gist.strip()
+            n = len(gist.split())
+            if n > GIST_MAX_WORDS + 5:  # some slack: models count words loosely
+                raise _Reject(f"gist must be at most {GIST_MAX_WORDS} words, got {n}")
+            return gist
+
+        return self._ask("gist", prompt, parse)
+
+    def extract_facts(self, episodes: Sequence[Episode]) -> list[Fact]:
+        if not episodes:
+            return []
+        by_id = {e.id: e for e in episodes}
+        lines = [json.dumps({"id": e.id, "date": _human_date(e.occurred_at), "speaker": e.speaker,
+                             "text": e.text}, ensure_ascii=False) for e in episodes]
+        attributes = "\n".join(f"    {name}: {meaning}" for name, meaning in CANONICAL_ATTRIBUTES.items())
+        prompt = _FACTS_PROMPT.format(attributes=attributes,
+                                      episodes="\n".join(lines))
+
+        def parse(data: Any) -> list[Fact]:
+            out = _validate(_FactsOut, data)
+            facts: list[Fact] = []
+            for i, f in enumerate(out.facts):
+                unknown = sorted(set(f.source_ids) - by_id.keys())
+                if unknown:
+                    raise _Reject(f"facts[{i}].source_ids has ids that are not episodes: {unknown}")
+                if f.attribute and not (f.value and f.value.strip()):
+                    raise _Reject(f"facts[{i}] has attribute {f.attribute!r} but no value")
+                facts.append(Fact(
+                    text=f.text.strip(),
+                    subject=normalize_key(f.subject),
+                    attribute=normalize_attribute(f.attribute) if f.attribute else None,
+                    value=normalize_key(f.value) if f.attribute and f.value else None,
+                    source_ids=list(dict.fromkeys(f.source_ids)),
+                    confidence=f.confidence,
+                    valid_from=max(by_id[s].occurred_at for s in f.source_ids),
+                ))
+            return facts
+
+        return self._ask("extract_facts", prompt, parse)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _next_mock(self) -> MockResponse | None:
+        if self._mocks is None:
+            return self._mock_fixed
+        with self._mock_lock:
+            if not self._mocks:
+                raise RuntimeError("LiteLLMGateway: mock responses exhausted")
+            return self._mocks.pop(0)
+
+    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
+        litellm = _import_litellm()
+        kwargs: dict[str, Any] = {
+            "model": self.model, "messages": messages, "temperature": self.temperature,
+            "response_format": {"type": "json_object"}, "timeout": self.timeout_s,
+            # Providers without JSON mode get the prompt alone instead of an error.
+            "drop_params": True, **self.completion_kwargs,
+        }
+        mock = self._next_mock()
+        if mock is not None:
+            # litellm ignores a falsy mock and makes a real call; an empty answer must stay a mock.
+            kwargs["mock_response"] = mock if mock != "" else litellm.ModelResponse(
+                choices=[{"message": {"role": "assistant", "content": ""}}])
+        import openai  # litellm's exceptions all derive from openai.APIError
+
+        try:
+            resp = litellm.completion(**kwargs)
+        except openai.APIError as e:
+            status = getattr(e, "status_code", None)
+            retryable = status is None or status in (408, 409, 429) or int(status) >= 500
+            raise LLMCallError(f"LLM call to {self.model} failed: {type(e).__name__}: {e}",
+                               retryable=retryable, details={"model": self.model, "status": status}) from e
+        content = resp.choices[0].message.content if resp.choices else None
+        u = getattr(resp, "usage", None)
+        cost = (getattr(resp, "_hidden_params", None) or {}).get("response_cost")
+        delta = Usage(calls=1, prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
+                      completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
+                      cost_usd=float(cost or 0.0))
+        return content or "", delta
+
+    def _ask(self, task: str, prompt: str, parse: Callable[[Any], T]) -> T:
+        messages = [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}]
+        reasons: list[str] = []
+        for _attempt in range(self.max_retries + 1):
+            content, delta = self._complete(messages)
+            try:
+                return parse(_load_json(content))
+            except _Reject as e:
+                reasons.append(str(e))
+                delta.rejected_outputs += 1
+                messages += [
+                    {"role": "assistant", "content": content},
+                    {"role": "user", "content": f"That answer was rejected: {e}. Answer again with "
+                                                "only the JSON object described above."},
+                ]
+            finally:
+                self._record(delta)
+        raise LLMOutputError(
+            f"{self.model} gave no usable answer for {task} after {len(reasons)} attempts: {reasons[-1]}",
+            details={"model": self.model, "task": task, "reasons": reasons},
+        )
+
+
+def _load_json(content: str) -> Any:
+    text = content.strip()
+    if not text:
+        raise _Reject("empty answer")
+    # Models asked for bare JSON still wrap it in a code fence now and then; that is not worth a retry.
+    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.S)
+    if fence:
+        text = fence.group(1)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Reject(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def _validate(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                             for err in e.errors()[:5])
+        raise _Reject(f"wrong schema: {problems}") from None
+
+
+def _human_date(d: datetime) -> str:
+    return f"{d.day} {d:%B %Y}"
