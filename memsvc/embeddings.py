@@ -62,6 +62,7 @@ class LiteLLMEmbedder:
         self.dim = dim
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map fetch at import
         import litellm
 
         if not texts:
