@@ -1,0 +1,79 @@
+"""POST /v1/context: the best context for a query that fits a token budget of a named model."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+
+from api.deps import get_store, requires
+from memsvc.errors import InvalidInput
+from memsvc.retrieval.context import SECTIONS, ContextQuery, build_context
+from memsvc.retrieval.schemas import (
+    ContextItem,
+    ContextRequest,
+    ContextResult,
+    LeftOut,
+    context_query_text,
+    to_search_filters,
+)
+from memsvc.retrieval.settings import DEFAULT_SETTINGS
+from memsvc.scoping import MemoryScope
+from memsvc.store import MemoryStore
+from memsvc.tenancy import Principal
+from memsvc.tokens import get_counter
+
+router = APIRouter(prefix="/v1", tags=["context"])
+log = logging.getLogger("memsvc.context")
+
+
+def _reinforce(sessions, scope: MemoryScope, ids: list[uuid.UUID]) -> None:  # type: ignore[no-untyped-def]
+    """Runs after the response is sent: using a memory in a context reinforces it (DESIGN section 4)."""
+    from memsvc.lifecycle.feedback import reinforce_used
+
+    session = sessions()
+    try:
+        reinforce_used(session, scope, ids)
+        session.commit()
+    except Exception:  # a lost reinforcement must never surface as a failed request
+        session.rollback()
+        log.exception("reinforcing %d used memories failed", len(ids))
+    finally:
+        session.close()
+
+
+@router.post("/context", response_model=ContextResult, description=(
+    "Packs the most valuable memories for the query into at most `budget_tokens` tokens of `model`'s "
+    "tokenizer: each memory at most once, at verbatim, summary or gist fidelity (a multiple-choice knapsack), "
+    "rendered profile first, then facts, then episodes in time order under their dates. `token_count` is the "
+    "exact count of `context`; `items` says what went in and why, `left_out` what did not and why."
+))
+def context(
+    request: ContextRequest, http: Request, background: BackgroundTasks,
+    _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+) -> ContextResult:
+    if request.model.strip().lower().startswith("hf:"):
+        # hf:<path> reads a tokenizer from the server's disk: a server setting, never a request's choice.
+        raise InvalidInput("model 'hf:<path>' is not accepted over the API; name a model or encoding",
+                           details={"field": "model"})
+    counter = get_counter(request.model)
+    query = ContextQuery(
+        query=context_query_text(request), budget=request.budget_tokens, counter=counter,
+        filters=to_search_filters(request), sections=tuple(request.sections or SECTIONS), fmt=request.format,
+        mode=request.mode, max_candidates=request.max_candidates,
+    )
+    built = build_context(store.session, store.scope, store.embedder, query, DEFAULT_SETTINGS)
+    used = [c.piece.id for c in built.chosen]
+    if used:
+        background.add_task(_reinforce, http.app.state.sessions, store.scope, used)
+    return ContextResult(
+        context=built.context, token_count=built.token_count, budget_tokens=request.budget_tokens,
+        model=request.model, tokenizer=counter.name, exact=counter.exact,
+        items=[ContextItem(id=c.piece.id, kind=c.piece.kind, section=c.piece.section, fidelity=c.fidelity,
+                           tokens=c.tokens, score=round(c.piece.score, 6), value=round(c.value, 6),
+                           reason=c.piece.reason + (" (derived on the fly)" if c.fidelity in c.piece.derived else ""))
+               for c in built.chosen],
+        left_out=[LeftOut(id=p.id, score=round(p.score, 6), reason=why) for p, why in built.left_out],
+        timings_ms={k: round(v, 3) for k, v in built.timings.items()},
+    )

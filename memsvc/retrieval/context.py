@@ -1,0 +1,370 @@
+"""The token-budgeted context builder (DESIGN section 5).
+
+candidates (search + profile + neighbours + linked facts/sources)
+  -> options at verbatim / summary / gist fidelity, each with its exact token cost under the model
+  -> multiple-choice knapsack (memsvc.retrieval.packing): at most one fidelity per memory
+  -> render: profile, then facts, then episodes in time order under their dates
+  -> count the rendered string exactly; trim while over, fill while slack remains.
+
+The count of the returned string is never above the budget: the last step counts the very string
+returned, and cuts it with the tokenizer's own `truncate` in the (unexpected) case trimming could not.
+`assemble` is pure (pieces + counter in, context out) so the budget guarantee is property-tested
+without a database; `build_context` does the I/O around it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from memsvc.embeddings import Embedder
+from memsvc.models import Memory, MemoryLink
+from memsvc.retrieval import packing
+from memsvc.retrieval.search import SearchFilters, filter_clauses, search
+from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
+from memsvc.scoping import MemoryScope
+from memsvc.tokens import TokenCounter
+
+SECTION_OF_KIND = {"profile": "profile", "semantic": "facts", "procedural": "facts", "episodic": "episodes"}
+SECTIONS = ("profile", "facts", "episodes")
+# A tier says how much of a memory contexts may show: a demoted memory is offered at its tier or below.
+_OFFERED = {"verbatim": FIDELITIES, "summary": ("summary", "gist"), "gist": ("gist",), "archived": ("gist",)}
+_TITLES = {
+    "markdown": {"profile": "## Profile", "facts": "## Facts", "episodes": "## Episodes"},
+    "plain": {"profile": "Profile:", "facts": "Facts:", "episodes": "Episodes:"},
+}
+
+
+@dataclass
+class Piece:
+    """A memory as the packer sees it: its texts per fidelity, its score, where it goes."""
+
+    id: uuid.UUID
+    kind: str
+    score: float
+    occurred_at: datetime
+    texts: dict[str, str]  # fidelity -> text
+    reason: str = ""
+    derived: tuple[str, ...] = ()  # fidelities computed on the fly, not stored
+
+    @property
+    def section(self) -> str:
+        return SECTION_OF_KIND.get(self.kind, "episodes")
+
+
+@dataclass
+class Chosen:
+    piece: Piece
+    fidelity: str
+    tokens: int
+    value: float
+
+
+@dataclass
+class Assembled:
+    context: str
+    token_count: int
+    chosen: list[Chosen]
+    left_out: list[tuple[Piece, str]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+def _day(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def item_line(piece: Piece, fidelity: str, fmt: str = "markdown") -> str:
+    text = " ".join(piece.texts[fidelity].split())  # one memory, one line
+    if piece.section == "facts":
+        text = f"[{_day(piece.occurred_at)}] {text}"
+    return f"- {text}"
+
+
+def render(chosen: Sequence[Chosen], fmt: str = "markdown") -> str:
+    """Profile first, then facts, then episodes oldest first, each day under its date."""
+    titles = _TITLES[fmt]
+    lines: list[str] = []
+    for section in SECTIONS:
+        members = [c for c in chosen if c.piece.section == section]
+        if not members:
+            continue
+        lines.append(titles[section])
+        if section == "episodes":
+            members.sort(key=lambda c: (c.piece.occurred_at, str(c.piece.id)))
+            day = None
+            for c in members:
+                if _day(c.piece.occurred_at) != day:
+                    day = _day(c.piece.occurred_at)
+                    lines.append(f"### {day}" if fmt == "markdown" else f"{day}:")
+                lines.append(item_line(c.piece, c.fidelity, fmt))
+        else:
+            members.sort(key=lambda c: (-c.value, str(c.piece.id)))
+            lines.extend(item_line(c.piece, c.fidelity, fmt) for c in members)
+    return "\n".join(lines)
+
+
+# ---- packing -----------------------------------------------------------------------------------
+def options(piece: Piece, counter: TokenCounter, settings: RetrievalSettings, fmt: str) -> list[Chosen]:
+    """One option per fidelity the piece has; a cheaper fidelity only if it is actually cheaper."""
+    out: list[Chosen] = []
+    for fidelity in FIDELITIES:
+        if fidelity not in piece.texts or not piece.texts[fidelity].strip():
+            continue
+        tokens = counter.count(item_line(piece, fidelity, fmt) + "\n")
+        if out and tokens >= min(o.tokens for o in out):
+            continue
+        out.append(Chosen(piece, fidelity, tokens, piece.score * settings.fidelity_values.get(fidelity, 0.0)))
+    return [o for o in out if o.value > 0]
+
+
+def _overhead(pieces: Sequence[Piece], counter: TokenCounter, fmt: str) -> int:
+    """Tokens for section titles and (a share of) date headers, reserved before packing."""
+    sections = {p.section for p in pieces}
+    days = sorted({_day(p.occurred_at) for p in pieces if p.section == "episodes"})
+    title = sum(counter.count(_TITLES[fmt][s] + "\n") for s in sections)
+    header = counter.count("### 2000-01-01\n") if days else 0
+    return title + header * min(len(days), 4)  # the fill pass reclaims what is not needed
+
+
+def assemble(
+    pieces: Sequence[Piece], budget: int, counter: TokenCounter, settings: RetrievalSettings,
+    fmt: str = "markdown",
+) -> Assembled:
+    if budget <= 0 or not pieces:
+        return Assembled("", 0, [], [(p, "budget is 0" if budget <= 0 else "") for p in pieces])
+    by_id: dict[uuid.UUID, list[Chosen]] = {}
+    for piece in pieces:
+        opts = options(piece, counter, settings, fmt)
+        if opts:
+            by_id[piece.id] = opts
+    reserve = _overhead(pieces, counter, fmt)
+    packed = packing.pack(
+        [packing.Candidate(pid, [packing.Option(o.fidelity, o.tokens, o.value) for o in opts])
+         for pid, opts in by_id.items()],
+        max(0, budget - reserve),
+    )
+    chosen_fid = _chosen_fidelities(packed)
+    chosen = [o for pid, opts in by_id.items() for o in opts if chosen_fid.get(pid) == o.fidelity]
+
+    context = render(chosen, fmt)
+    count = counter.count(context)
+    while count > budget and chosen:  # trim: drop what costs the overshoot at the least value
+        over = count - budget
+        enough = [c for c in chosen if c.tokens >= over]
+        victim = min(enough, key=lambda c: (c.value, -c.tokens)) if enough else min(
+            chosen, key=lambda c: (c.value / max(c.tokens, 1), c.value))
+        chosen.remove(victim)
+        context = render(chosen, fmt)
+        count = counter.count(context)
+
+    # fill: the reserve and the knapsack's rounding usually leave slack; offer it to the best left out.
+    in_ids = {c.piece.id for c in chosen}
+    waiting = sorted(((pid, opts) for pid, opts in by_id.items() if pid not in in_ids),
+                     key=lambda item: -max(o.value for o in item[1]))
+    attempts = 0
+    for _pid, opts in waiting:
+        if attempts >= settings.fill_attempts or budget - count <= 0:
+            break
+        fitting = [o for o in opts if o.tokens <= budget - count + 2]  # +2: a line may merge across "\n"
+        if not fitting:
+            continue
+        best = max(fitting, key=lambda o: o.value)
+        attempts += 1
+        trial = render([*chosen, best], fmt)
+        trial_count = counter.count(trial)
+        if trial_count <= budget:
+            chosen.append(best)
+            context, count = trial, trial_count
+
+    if count > budget:  # cannot happen after trimming to nothing; kept as the last line of the guarantee
+        context = counter.truncate(context, budget)
+        count = counter.count(context)
+    final_ids = {c.piece.id for c in chosen}
+    left_out = []
+    for piece in pieces:
+        if piece.id in final_ids:
+            continue
+        if piece.id not in by_id:
+            left_out.append((piece, "no text to show at its tier"))
+        else:
+            cheapest = min(o.tokens for o in by_id[piece.id])
+            left_out.append((piece, f"budget: cheapest form needs {cheapest} tokens; higher-value memories filled "
+                                    f"the {budget}" if cheapest <= budget else
+                                    f"larger than the whole budget ({cheapest} > {budget} tokens)"))
+    return Assembled(context, count, chosen, left_out)
+
+
+def _chosen_fidelities(packed: Any) -> dict[uuid.UUID, str]:
+    """packing.Packing.chosen -> {candidate id: fidelity} (accepts a mapping or (id, option) pairs)."""
+    chosen = packed.chosen
+    items = chosen.items() if hasattr(chosen, "items") else chosen
+    out: dict[uuid.UUID, str] = {}
+    for entry in items:
+        pid, option = (entry if isinstance(entry, tuple) else (entry.id, entry.option))
+        out[pid] = option.fidelity if hasattr(option, "fidelity") else str(option)
+    return out
+
+
+# ---- on-the-fly summaries / gists ----------------------------------------------------------------
+@functools.lru_cache(maxsize=65_536)
+def _derived(text: str) -> tuple[str, str]:
+    from memsvc.llm import BuiltinLLM
+
+    llm = BuiltinLLM()
+    return llm.summarize(text), llm.gist(text)
+
+
+def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
+             settings: RetrievalSettings) -> Piece:
+    offered = _OFFERED.get(memory.tier, FIDELITIES)
+    stored = {"verbatim": memory.content, "summary": memory.summary, "gist": memory.gist}
+    texts = {f: t for f, t in stored.items() if f in offered and t}
+    derived: list[str] = []
+    if settings.derive_fidelities and ("summary" not in texts or "gist" not in texts):
+        base = texts.get("verbatim") or texts.get("summary")
+        if base and counter.count(base) >= settings.derive_min_tokens:
+            summary, gist = _derived(base)
+            for fidelity, value in (("summary", summary), ("gist", gist)):
+                if fidelity in offered and fidelity not in texts and value and value != base:
+                    texts[fidelity] = value
+                    derived.append(fidelity)
+    return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived))
+
+
+# ---- the I/O around it -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContextQuery:
+    query: str
+    budget: int
+    counter: TokenCounter
+    filters: SearchFilters = SearchFilters()
+    sections: tuple[str, ...] = SECTIONS
+    fmt: str = "markdown"
+    mode: str = "hybrid"
+    max_candidates: int | None = None
+
+
+def build_context(
+    session: Session, scope: MemoryScope, embedder: Embedder, q: ContextQuery, settings: RetrievalSettings,
+    now: datetime | None = None,
+) -> Assembled:
+    now = now or datetime.now(UTC)
+    t0 = time.perf_counter()
+    if q.budget <= 0:
+        return Assembled("", 0, [], [], {"total_ms": 0.0})
+    kinds = tuple(k for k, s in SECTION_OF_KIND.items() if s in q.sections and s != "profile")
+    if q.filters.kinds:
+        kinds = tuple(k for k in kinds if k in q.filters.kinds)
+    scores: dict[uuid.UUID, tuple[float, str]] = {}
+    rows: dict[uuid.UUID, Memory] = {}
+    timings: dict[str, float] = {}
+    if kinds:
+        limit = q.max_candidates or settings.context_candidates
+        found = search(session, scope, embedder, q.query, _with_kinds(q.filters, kinds), limit, settings,
+                       mode=q.mode, now=now)  # type: ignore[arg-type]
+        timings.update(found.timings)
+        rows.update(found.rows)
+        for hit in found.hits:
+            scores[hit.id] = (hit.score, hit.reason)
+        top = found.hits[: settings.neighbour_hits]
+        if settings.neighbour_hits > 0 and "episodic" in kinds:
+            _add_neighbours(session, scope, q.filters, [rows[h.id] for h in top], scores, rows, settings, now)
+        if settings.link_weight > 0:
+            _add_linked(session, scope, q.filters, kinds, found.hits[:20], scores, rows, settings, now)
+    if "profile" in q.sections and (not q.filters.kinds or "profile" in q.filters.kinds):
+        _add_profile(session, scope, q.filters, scores, rows, settings, now)
+    t1 = time.perf_counter()
+    pieces = [piece_of(rows[mid], score, reason, q.counter, settings) for mid, (score, reason) in scores.items()]
+    t2 = time.perf_counter()
+    result = assemble(pieces, q.budget, q.counter, settings, q.fmt)
+    t3 = time.perf_counter()
+    timings.update(candidates_ms=(t1 - t0) * 1e3, fidelities_ms=(t2 - t1) * 1e3, pack_ms=(t3 - t2) * 1e3,
+                   total_ms=(t3 - t0) * 1e3)
+    result.timings = timings
+    return result
+
+
+def _with_kinds(filters: SearchFilters, kinds: tuple[str, ...]) -> SearchFilters:
+    from dataclasses import replace
+
+    return replace(filters, kinds=kinds)
+
+
+def _add_profile(session: Session, scope: MemoryScope, filters: SearchFilters,
+                 scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Memory],
+                 settings: RetrievalSettings, now: datetime) -> None:
+    if settings.profile_limit <= 0:
+        return
+    query = (scope.select(Memory).where(*filter_clauses(_with_kinds(filters, ("profile",)), now))
+             .order_by(Memory.importance.desc(), Memory.recorded_at.desc()).limit(settings.profile_limit))
+    top = max((s for s, _ in scores.values()), default=1.0) or 1.0
+    for memory in session.scalars(query):
+        rows[memory.id] = memory
+        value = settings.profile_boost * top * (0.5 + 0.5 * memory.importance)
+        old = scores.get(memory.id)
+        scores[memory.id] = (max(value, old[0] if old else 0.0), "profile / core memory")
+
+
+def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters, hits: list[Memory],
+                    scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Memory],
+                    settings: RetrievalSettings, now: datetime) -> None:
+    """Episodes just before / after a hit in the same session: the question's answer is often the reply."""
+    hits = [h for h in hits if h.kind == "episodic" and h.session_id is not None]
+    if not hits:
+        return
+    where = [*filter_clauses(_with_kinds(filters, ("episodic",)), now)]
+    w = max(1, settings.neighbour_window)
+    for hit in hits:
+        base = scope.select(Memory).where(*where, Memory.session_id == hit.session_id, Memory.id != hit.id)
+        before = base.where(or_(Memory.occurred_at < hit.occurred_at,
+                                and_(Memory.occurred_at == hit.occurred_at, Memory.id < hit.id)))
+        after = base.where(or_(Memory.occurred_at > hit.occurred_at,
+                               and_(Memory.occurred_at == hit.occurred_at, Memory.id > hit.id)))
+        found = [*session.scalars(before.order_by(Memory.occurred_at.desc(), Memory.id.desc()).limit(w)),
+                 *session.scalars(after.order_by(Memory.occurred_at, Memory.id).limit(w))]
+        hit_score = scores[hit.id][0]
+        for memory in found:
+            value = settings.neighbour_weight * hit_score
+            if memory.id not in scores or scores[memory.id][0] < value:
+                rows[memory.id] = memory
+                scores[memory.id] = (value, f"next to a hit ({hit.id})")
+
+
+def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, kinds: tuple[str, ...],
+                hits: Sequence[Any], scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Memory],
+                settings: RetrievalSettings, now: datetime) -> None:
+    """Facts derived from a hit, and the source episodes of a hit fact (derived_from lineage)."""
+    ids = [h.id for h in hits]
+    if not ids:
+        return
+    links = session.execute(
+        select(MemoryLink.src_id, MemoryLink.dst_id).where(
+            MemoryLink.tenant_id == scope.tenant_id, MemoryLink.relation == "derived_from",
+            or_(MemoryLink.src_id.in_(ids), MemoryLink.dst_id.in_(ids)))
+    ).all()
+    if not links:
+        return
+    related: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
+    for src, dst in links:  # src was derived from dst
+        for hit_id, other in ((src, dst), (dst, src)):
+            if hit_id in scores and other not in scores:
+                value = settings.link_weight * scores[hit_id][0]
+                if value > related.get(other, (0.0, hit_id))[0]:
+                    related[other] = (value, hit_id)
+    if not related:
+        return
+    query = scope.select(Memory).where(Memory.id.in_(list(related)), Memory.kind.in_(kinds),
+                                       *filter_clauses(filters, now))
+    for memory in session.scalars(query):
+        value, via = related[memory.id]
+        rows[memory.id] = memory
+        scores[memory.id] = (value, f"linked (derived_from) to a hit ({via})")

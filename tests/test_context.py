@@ -1,0 +1,191 @@
+"""The context builder: the budget is never exceeded, order and dates, fidelities, scoping, bad input."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memsvc.retrieval.context import Piece, assemble, render
+from memsvc.retrieval.settings import RetrievalSettings
+from memsvc.tokens import get_counter
+from tests.conftest import auth
+
+MODELS = ["cl100k_base", "o200k_base", "gpt-4o", "smollm2", "some-unknown-model"]
+T0 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+
+_words = st.text(min_size=1, max_size=60).filter(lambda s: s.strip())
+_piece = st.builds(
+    lambda kind, score, minutes, verbatim, summary, gist: Piece(
+        uuid.uuid4(), kind, score, T0 + timedelta(minutes=minutes),
+        {k: v for k, v in (("verbatim", verbatim), ("summary", summary), ("gist", gist)) if v},
+    ),
+    st.sampled_from(["episodic", "semantic", "profile", "procedural"]),
+    st.floats(min_value=0.0, max_value=5.0),
+    st.integers(min_value=0, max_value=60 * 24 * 40),
+    st.text(min_size=1, max_size=400).filter(lambda s: s.strip()),
+    st.one_of(st.none(), _words),
+    st.one_of(st.none(), _words),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_piece, max_size=25), st.integers(min_value=-5, max_value=700), st.sampled_from(MODELS),
+       st.sampled_from(["markdown", "plain"]))
+def test_budget_is_never_exceeded(pieces, budget, model, fmt) -> None:  # type: ignore[no-untyped-def]
+    counter = get_counter(model)
+    out = assemble(pieces, budget, counter, RetrievalSettings(), fmt)
+    assert out.token_count == counter.count(out.context)
+    assert out.token_count <= max(budget, 0)
+    ids = [c.piece.id for c in out.chosen]
+    assert len(ids) == len(set(ids))  # each memory at most once
+    assert {p.id for p, _ in out.left_out} | set(ids) == {p.id for p in pieces}
+    for c in out.chosen:
+        assert c.fidelity in c.piece.texts
+
+
+def test_render_order_profile_facts_then_episodes_by_time_with_dates() -> None:
+    counter = get_counter("cl100k_base")
+    late = Piece(uuid.uuid4(), "episodic", 3.0, T0 + timedelta(days=2), {"verbatim": "We went hiking."})
+    early = Piece(uuid.uuid4(), "episodic", 1.0, T0, {"verbatim": "I adopted a cat."})
+    fact = Piece(uuid.uuid4(), "semantic", 2.0, T0, {"verbatim": "Sam owns a cat."})
+    profile = Piece(uuid.uuid4(), "profile", 0.5, T0, {"verbatim": "Sam is a teacher."})
+    out = assemble([late, early, fact, profile], 500, counter, RetrievalSettings())
+    assert out.context.index("Sam is a teacher") < out.context.index("Sam owns a cat") \
+        < out.context.index("I adopted a cat") < out.context.index("We went hiking")
+    assert "### 2023-05-08" in out.context and "### 2023-05-10" in out.context
+    assert out.context.startswith("## Profile")
+
+
+def test_a_tight_budget_picks_cheaper_fidelities_before_dropping() -> None:
+    counter = get_counter("cl100k_base")
+    long_text = "Melanie talked at length about the pottery class she took with her kids last Friday. " * 4
+    pieces = [Piece(uuid.uuid4(), "episodic", 1.0 + i / 10, T0 + timedelta(hours=i),
+                    {"verbatim": long_text + str(i), "summary": f"Pottery class {i}.", "gist": f"pottery {i}"})
+              for i in range(6)]
+    roomy = assemble(pieces, 2000, counter, RetrievalSettings())
+    assert {c.fidelity for c in roomy.chosen} == {"verbatim"} and len(roomy.chosen) == 6
+    tight = assemble(pieces, 60, counter, RetrievalSettings())
+    assert len(tight.chosen) == 6 and "verbatim" not in {c.fidelity for c in tight.chosen}
+    assert tight.token_count <= 60
+
+
+def test_render_of_nothing_is_empty() -> None:
+    assert render([]) == ""
+    assert assemble([], 100, get_counter("cl100k_base"), RetrievalSettings()).context == ""
+
+
+# ---- through the API --------------------------------------------------------------------------
+
+def _ctx(client, key: str, status: int = 200, **body):  # type: ignore[no-untyped-def]
+    r = client.post("/v1/context", json=body, headers=auth(key))
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def _seed(client, key: str, user_id: str = "u1") -> dict[str, str]:  # type: ignore[no-untyped-def]
+    items = [
+        {"content": "Sam is a primary-school teacher who lives in Leeds.", "kind": "profile", "importance": 0.9},
+        {"content": "Sam owns a ginger cat named Biscuit.", "kind": "semantic", "occurred_at": "2023-05-09T09:00:00Z"},
+        {"content": "[8 May 2023] Sam: I adopted a ginger cat from the shelter today!",
+         "occurred_at": "2023-05-08T10:00:00Z", "session_id": "s1"},
+        {"content": "[8 May 2023] Jo: That's lovely, what did you call the cat?",
+         "occurred_at": "2023-05-08T10:00:05Z", "session_id": "s1"},
+        {"content": "[8 May 2023] Sam: Biscuit, because of the colour.",
+         "occurred_at": "2023-05-08T10:00:10Z", "session_id": "s1"},
+        {"content": "[2 June 2023] Sam: The school trip to the museum was exhausting.",
+         "occurred_at": "2023-06-02T16:00:00Z", "session_id": "s2"},
+    ]
+    for item in items:
+        item["user_id"] = user_id
+    r = client.post("/v1/memories/batch", json={"items": items}, headers=auth(key))
+    assert r.status_code == 201, r.text
+    return {m["content"]: m["id"] for m in r.json()["items"]}
+
+
+def test_context_endpoint_counts_exactly_and_explains(client, key) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed(client, key)
+    body = _ctx(client, key, query="What is the name of Sam's cat?", budget_tokens=1024, model="gpt-4")
+    assert body["tokenizer"] == "cl100k_base" and body["exact"] is True
+    assert body["token_count"] == get_counter("cl100k_base").count(body["context"]) <= 1024
+    assert body["context"].startswith("## Profile")
+    assert body["context"].index("## Facts") < body["context"].index("## Episodes")
+    assert body["context"].index("I adopted a ginger cat") < body["context"].index("Biscuit, because")
+    assert "### 2023-05-08" in body["context"] and "### 2023-06-02" in body["context"]
+    by_id = {i["id"]: i for i in body["items"]}
+    assert set(by_id) == set(ids.values())
+    assert all(i["fidelity"] == "verbatim" and i["reason"] for i in body["items"])
+    assert body["left_out"] == []
+
+
+def test_small_budget_leaves_out_with_reasons_and_reinforces_what_was_used(client, key) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed(client, key)
+    body = _ctx(client, key, query="Sam's cat", budget_tokens=40, model="cl100k_base", sections=["episodes"])
+    assert 0 < body["token_count"] <= 40
+    assert body["items"] and body["left_out"]
+    assert all("budget" in x["reason"] for x in body["left_out"])
+    used = body["items"][0]["id"]
+    got = client.get(f"/v1/memories/{used}", headers=auth(key)).json()
+    assert got["access_count"] == 1  # reinforced after the response (background task)
+    untouched = next(v for k, v in ids.items() if "museum" in k and v not in {i["id"] for i in body["items"]})
+    assert client.get(f"/v1/memories/{untouched}", headers=auth(key)).json()["access_count"] == 0
+
+
+@pytest.mark.parametrize("model", ["o200k_base", "smollm2", "some-unknown-model"])
+def test_other_tokenizers_and_the_fallback(client, key, model) -> None:  # type: ignore[no-untyped-def]
+    _seed(client, key)
+    body = _ctx(client, key, query="cat", budget_tokens=64, model=model)
+    counter = get_counter(model)
+    assert body["tokenizer"] == counter.name and body["exact"] is counter.exact
+    assert body["token_count"] == counter.count(body["context"]) <= 64
+
+
+def test_context_is_tenant_and_key_scoped(client, key, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    _seed(client, key, user_id="u1")
+    _seed(client, key, user_id="u2")
+    other = make_tenant()
+    body = _ctx(client, other, query="Sam's cat", budget_tokens=500)
+    assert body["context"] == "" and body["items"] == [] and body["token_count"] == 0
+    r = client.post("/v1/admin/keys", headers=auth(key), json={"scopes": ["read"], "user_ids": ["u2"]})
+    restricted = r.json()["key"]
+    body = _ctx(client, restricted, query="Sam's cat", budget_tokens=500)
+    got = {client.get(f"/v1/memories/{i['id']}", headers=auth(key)).json()["user_id"] for i in body["items"]}
+    assert got == {"u2"}
+
+
+def test_as_of_and_filters_reach_the_context(client, key) -> None:  # type: ignore[no-untyped-def]
+    _seed(client, key)
+    body = _ctx(client, key, query="Sam", budget_tokens=500, occurred_before="2023-05-09T00:00:00Z",
+                sections=["episodes"])
+    assert "museum" not in body["context"] and "ginger cat" in body["context"]
+    body = _ctx(client, key, query="Sam", budget_tokens=500, as_of="2020-01-01T00:00:00Z")
+    assert body["items"] == []  # nothing was valid yet
+
+
+def test_edge_budgets_models_and_queries(client, key) -> None:  # type: ignore[no-untyped-def]
+    _seed(client, key)
+    zero = _ctx(client, key, query="cat", budget_tokens=0)
+    assert zero["context"] == "" and zero["token_count"] == 0
+    for body in ({"query": "cat", "budget_tokens": -1}, {"query": "cat", "budget_tokens": 10**12},
+                 {"query": "cat", "budget_tokens": "many"}, {"query": "cat"}, {"budget_tokens": 100},
+                 {"query": "  ", "budget_tokens": 100}, {"messages": [], "budget_tokens": 100},
+                 {"query": "cat", "budget_tokens": 100, "model": ""},
+                 {"query": "cat", "budget_tokens": 100, "model": "hf:/etc/passwd"},
+                 {"query": "cat", "budget_tokens": 100, "sections": ["gossip"]},
+                 {"query": "c\u0000t", "budget_tokens": 100}):
+        r = client.post("/v1/context", json=body, headers=auth(key))
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["message"]
+    via_messages = _ctx(client, key, budget_tokens=200, messages=[
+        {"role": "user", "content": "Tell me about Sam's pet"}, {"role": "assistant", "content": ""}])
+    assert "Biscuit" in via_messages["context"]
+    huge = _ctx(client, key, query="cat", budget_tokens=1_000_000)
+    assert huge["token_count"] == get_counter("cl100k_base").count(huge["context"])
+
+
+def test_empty_scope(client, key) -> None:  # type: ignore[no-untyped-def]
+    body = _ctx(client, key, query="anything", budget_tokens=1024)
+    assert body == {**body, "context": "", "token_count": 0, "items": [], "left_out": []}
