@@ -1,0 +1,1 @@
+"""Retrieval: candidate search, fusion and packing candidates into a token-budgeted context."""
