@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy import (
     Boolean,
     Computed,
@@ -93,6 +93,10 @@ class Memory(Base):
     )
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM), nullable=True, deferred=True)
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Lifecycle (migration 0002): an archived memory's vector lives here in half precision.
+    embedding_half: Mapped[list[float] | None] = mapped_column(HALFVEC(EMBEDDING_DIM), nullable=True, deferred=True)
+    consolidated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    original_dropped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MemoryLink(Base):
@@ -120,6 +124,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Lifecycle (migration 0002): scheduling, liveness and per-scope debounce.
+    run_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    debounce_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
 class MemoryToken(Base):

@@ -1,0 +1,100 @@
+"""Reinforcement and weakening, as set-based SQL over the same formulas as memsvc.lifecycle.retention.
+
+`reinforce_used` is what every "this memory was used" path calls (the context builder, search hits
+a caller acted on, positive feedback, fetching an archived memory): one UPDATE for any number of ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Float, case, func, literal, update
+from sqlalchemy.orm import Session
+
+from memsvc.lifecycle.policy import get_policy
+from memsvc.lifecycle.retention import MIN_STRENGTH, retention_sql
+from memsvc.lifecycle.tiers import TIERS, Tier, TierPolicy
+from memsvc.models import Memory
+from memsvc.scoping import MemoryScope
+
+
+def promote_on_use_sql(tier_col: Any, has_original: Any) -> Any:
+    """SQL twin of tiers.promote_on_use: one step toward verbatim; without the original text a
+    memory comes back only as far as summary."""
+    step = {TIERS[i].value: TIERS[i - 1].value for i in range(1, len(TIERS))}
+    return case(
+        (tier_col == Tier.SUMMARY.value,
+         case((has_original, literal(Tier.VERBATIM.value)), else_=literal(Tier.SUMMARY.value))),
+        (tier_col.in_([Tier.GIST.value, Tier.ARCHIVED.value]), case(step, value=tier_col)),
+        else_=tier_col,
+    )
+
+
+def reinforce_sql(strength_col: Any, retention_expr: Any, alpha: float, max_strength: float) -> Any:
+    """SQL twin of retention.reinforce: least(max, greatest(strength, MIN) + alpha * (1 - R))."""
+    r = func.least(func.greatest(retention_expr, literal(0.0, Float)), literal(1.0, Float))
+    gain = literal(max(0.0, alpha), Float) * (literal(1.0, Float) - r)
+    return func.least(literal(float(max_strength), Float),
+                      func.greatest(strength_col, literal(MIN_STRENGTH, Float)) + gain)
+
+
+def reinforce_used(
+    session: Session, scope: MemoryScope, ids: Sequence[uuid.UUID], now: datetime | None = None,
+    policy: TierPolicy | None = None,
+) -> dict[uuid.UUID, str]:
+    """Mark memories as used at `now`: strength += alpha * (1 - R) (spacing effect), retention back
+    to 1, one more access, and one tier back toward verbatim (an archived memory re-enters the hot
+    index: its half-precision vector returns to the full-precision column).
+
+    Ids outside the scope are ignored. Returns {id: tier after}. The caller commits.
+    """
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return {}
+    now = now or datetime.now(UTC)
+    policy = policy or get_policy(session, scope.tenant_id)
+    r_now = retention_sql(now, Memory.last_accessed_at, Memory.strength, policy.tau0_seconds)
+    archived = Memory.tier == Tier.ARCHIVED.value
+    rows = session.execute(
+        update(Memory)
+        .where(*scope.where(), Memory.id.in_(ids))
+        .values(
+            strength=reinforce_sql(Memory.strength, r_now, policy.alpha, policy.max_strength),
+            last_accessed_at=func.greatest(Memory.last_accessed_at, now),
+            access_count=Memory.access_count + 1,
+            tier=promote_on_use_sql(Memory.tier, Memory.original_dropped_at.is_(None)),
+            embedding=case((archived & Memory.embedding.is_(None), Memory.embedding_half.cast(Memory.embedding.type)),
+                           else_=Memory.embedding),
+            embedding_half=case((archived, None), else_=Memory.embedding_half),
+        )
+        .returning(Memory.id, Memory.tier)
+        .execution_options(synchronize_session=False)
+    ).all()
+    _expire(session, [row.id for row in rows])
+    return {row.id: row.tier for row in rows}
+
+
+def weaken_memory(
+    session: Session, scope: MemoryScope, memory_id: uuid.UUID, policy: TierPolicy | None = None,
+) -> bool:
+    """Negative feedback: strength *= negative_feedback_factor (floored). The memory then fades
+    sooner; it is not deleted or demoted right away (the decay pass does that in its time)."""
+    policy = policy or get_policy(session, scope.tenant_id)
+    factor = literal(policy.negative_feedback_factor, Float)
+    result = session.execute(
+        update(Memory).where(*scope.where(), Memory.id == memory_id)
+        .values(strength=func.greatest(literal(MIN_STRENGTH, Float), Memory.strength * factor))
+        .execution_options(synchronize_session=False)
+    )
+    _expire(session, [memory_id])
+    return bool(result.rowcount)
+
+
+def _expire(session: Session, ids: Sequence[uuid.UUID]) -> None:
+    # Objects already loaded in this session must not show pre-update values.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Memory) and obj.id in ids:
+            session.expire(obj)
