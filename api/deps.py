@@ -53,7 +53,10 @@ def requires(scope: str) -> Callable[[Principal], Principal]:
 def get_store(
     request: Request, session: Session = Depends(get_session), principal: Principal = Depends(get_principal)
 ) -> MemoryStore:
-    return MemoryStore(session, MemoryScope.of(principal), request.app.state.embedder(), request.app.state.settings)
+    from api.lifecycle_deps import get_lifecycle_hooks
+
+    return MemoryStore(session, MemoryScope.of(principal), request.app.state.embedder(), request.app.state.settings,
+                       hooks=get_lifecycle_hooks(request))
 
 
 async def raw_body(request: Request) -> bytes:

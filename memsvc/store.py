@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session, undefer
@@ -24,6 +24,9 @@ from memsvc.models import Job, Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
 from memsvc.validation import check_embedding, check_json, check_text
+
+if TYPE_CHECKING:
+    from memsvc.lifecycle.hooks import LifecycleHooks
 
 
 def content_hash(text: str) -> str:
@@ -60,12 +63,15 @@ def parse_uuid(value: str, what: str = "memory id") -> uuid.UUID:
 class MemoryStore:
     def __init__(
         self, session: Session, scope: MemoryScope, embedder: Embedder | None = None,
-        settings: Settings | None = None,
+        settings: Settings | None = None, hooks: LifecycleHooks | None = None,
     ) -> None:
         self.session = session
         self.scope = scope
         self.embedder = embedder
         self.settings = settings or get_settings()
+        # Lifecycle reactions to writes (debounced consolidation, re-derivation of orphans), in
+        # this transaction; the API passes them in with its job queue.
+        self.hooks = hooks
 
     # ---- writes -------------------------------------------------------------------------------
     def add(self, item: MemoryCreate) -> Memory:
@@ -89,6 +95,8 @@ class MemoryStore:
         self._embed_missing(rows, [item.embedding is None for item in items])
         self.session.add_all(rows)
         self.session.flush()
+        if self.hooks is not None:
+            self.hooks.added(self.session, self.scope, rows)
         return rows
 
     def _new_row(self, item: MemoryCreate, now: datetime) -> Memory:
@@ -214,7 +222,10 @@ class MemoryStore:
     # ---- deletion -----------------------------------------------------------------------------
     def delete(self, memory_id: uuid.UUID) -> DeletionReport:
         self.get(memory_id)
-        return self._delete_with_cascade([memory_id])
+        report = self._delete_with_cascade([memory_id])
+        if self.hooks is not None:
+            self.hooks.deleted(self.session, self.scope, report)
+        return report
 
     def erase(self, selector: ScopeSelector) -> DeletionReport:
         """Delete everything of one user / agent / session (within the key's own restriction)."""
@@ -226,6 +237,8 @@ class MemoryStore:
             query = query.where(getattr(Memory, name) == value)
         ids = list(self.session.scalars(query))
         report = self._delete_with_cascade(ids)
+        if self.hooks is not None:
+            self.hooks.deleted(self.session, self.scope, report)
         # Jobs about the erased scope carry its ids in their scope/result; remove them too.
         job_query = delete(Job).where(Job.tenant_id == self.scope.tenant_id)
         for name, value in filters.items():

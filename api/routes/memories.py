@@ -60,14 +60,24 @@ def list_memories(
 ) -> MemoryPage:
     filters = ListFilters(user_id, agent_id, session_id, kind, tier, tag)
     rows, next_cursor = store.list(filters, cursor, limit)
-    return MemoryPage(items=[memory_out(r) for r in rows], next_cursor=next_cursor)
+    from memsvc.lifecycle.policy import get_policy
+
+    tau0 = get_policy(store.session, store.scope.tenant_id).tau0_seconds  # retention under the tenant's policy
+    return MemoryPage(items=[memory_out(r, tau0_seconds=tau0) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/memories/{memory_id}", response_model=MemoryOut)
 def get_memory(
     memory_id: str, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store)
 ) -> MemoryOut:
-    return memory_out(store.get(parse_uuid(memory_id)))
+    from memsvc.lifecycle.feedback import promote_if_archived
+    from memsvc.lifecycle.policy import get_policy
+
+    memory, policy = store.get(parse_uuid(memory_id)), get_policy(store.session, store.scope.tenant_id)
+    if promote_if_archived(store.session, store.scope, memory, policy):  # fetching an archived memory is a use
+        store.session.commit()
+        memory = store.get(memory.id)
+    return memory_out(memory, tau0_seconds=policy.tau0_seconds)
 
 
 @router.patch(

@@ -98,3 +98,12 @@ def _expire(session: Session, ids: Sequence[uuid.UUID]) -> None:
     for obj in list(session.identity_map.values()):
         if isinstance(obj, Memory) and obj.id in ids:
             session.expire(obj)
+
+
+def promote_if_archived(session: Session, scope: MemoryScope, memory: Memory, policy: TierPolicy | None = None) -> bool:
+    """Fetching an archived memory is a use: it is reinforced and comes back into the hot index
+    (one tier up). Other fetches change nothing (reading is not remembering). The caller commits."""
+    if memory.tier != Tier.ARCHIVED.value:
+        return False
+    reinforce_used(session, scope, [memory.id], policy=policy)
+    return True

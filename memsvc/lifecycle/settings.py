@@ -40,6 +40,8 @@ class LifecycleSettings(BaseSettings):
     # running (its message was lost) is enqueued again; a running job whose worker is gone (its
     # advisory lock is free) is put back in the queue at once.
     job_requeue_after_s: float = Field(120.0, ge=0)
+    # Celery queue the API sends jobs to and workers consume (one per deployment sharing a broker).
+    celery_queue: str = Field("memsvc", min_length=1, max_length=200)
     # The broker redelivers an un-acked message after this long (acks_late); jobs outlive it safely
     # because every task checks its jobs row first.
     broker_visibility_timeout_s: int = Field(3600, ge=1)

@@ -1,0 +1,41 @@
+"""/v1/jobs: background jobs of the caller's tenant (a key restricted to some users sees theirs)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from api.deps import get_session, requires
+from memsvc import jobs
+from memsvc.store import parse_uuid
+from memsvc.tenancy import Principal
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def _secret(request: Request) -> bytes:
+    return (request.app.state.settings.cursor_secret or "memsvc-cursor-v1").encode()
+
+
+@router.get("/jobs", response_model=jobs.JobPage, description="Newest first; filter by kind and status.")
+def list_jobs(
+    request: Request, kind: str | None = Query(default=None, max_length=64),
+    status: str | None = Query(default=None, description="queued | running | succeeded | failed"),
+    cursor: str | None = Query(default=None, description="next_cursor from the previous page"),
+    limit: int = Query(default=50, ge=1, le=200),
+    principal: Principal = Depends(requires("read")), session: Session = Depends(get_session),
+) -> jobs.JobPage:
+    rows, next_cursor = jobs.list_jobs(
+        session, principal.tenant_id, user_ids=principal.user_ids, agent_ids=principal.agent_ids, kind=kind,
+        status=status, cursor=cursor, limit=limit, secret=_secret(request),
+    )
+    return jobs.JobPage(items=[jobs.job_out(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=jobs.JobOut)
+def get_job(
+    job_id: str, principal: Principal = Depends(requires("read")), session: Session = Depends(get_session),
+) -> jobs.JobOut:
+    job = jobs.get_job(session, principal.tenant_id, parse_uuid(job_id, "job id"), principal.user_ids,
+                       principal.agent_ids)
+    return jobs.job_out(job)

@@ -1,0 +1,202 @@
+"""Running one job: lock, mark running, dispatch by kind, record the outcome. Celery-free, so a Celery
+task, a test or a CLI command run jobs the same way (workers/tasks.py is a thin shell over `run_job`).
+
+Failure policy:
+- LLMOutputError (the model kept answering garbage after the gateway's own retries), InvalidInput
+  and other domain errors: the job fails at once, with the reason in `error`; nothing was written
+  because every handler writes only after the LLM answered.
+- Anything else (LLM unreachable, database restarting, a bug): retried with exponential backoff up
+  to `job_max_attempts`, the last error kept on the row; then it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from memsvc import jobs
+from memsvc.embeddings import Embedder
+from memsvc.errors import MemsvcError
+from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
+from memsvc.llm import LLM, LLMCallError, LLMOutputError
+from memsvc.models import Job, Tenant
+from memsvc.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    engine: Engine
+    sessions: sessionmaker[Session]
+    queue: JobQueue
+    llm: Callable[[], LLM]
+    embedder: Callable[[], Embedder]
+    settings: LifecycleSettings
+
+    @classmethod
+    def default(cls, engine: Engine, queue: JobQueue, settings: LifecycleSettings | None = None) -> RunContext:
+        from memsvc.config import get_settings
+        from memsvc.db import session_factory
+        from memsvc.embeddings import get_embedder
+        from memsvc.llm import get_llm
+
+        return cls(engine=engine, sessions=session_factory(engine), queue=queue,
+                   llm=lambda: get_llm(get_settings().llm_model), embedder=get_embedder,
+                   settings=settings or get_lifecycle_settings())
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a handler needs of its row (a plain snapshot; the row itself changes under it)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID | None
+    kind: str
+    scope: dict[str, Any]
+    params: dict[str, Any]
+    attempts: int
+
+
+Handler = Callable[[RunContext, JobView], dict[str, Any]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(kind: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+def run_job(ctx: RunContext, job_id: uuid.UUID) -> str:
+    """Run the job if it still needs running. Returns succeeded | failed | retry | skipped | busy | missing."""
+    retry_in: float | None = None
+    with jobs.job_lock(ctx.engine, job_id) as got:
+        if not got:
+            return "busy"  # another live worker runs it; this delivery is a duplicate
+        with ctx.sessions() as session, session.begin():
+            row = jobs.mark_running(session, job_id)
+            if row is None:
+                exists = session.scalar(select(Job.status).where(Job.id == job_id))
+                return "skipped" if exists else "missing"
+            job = JobView(row.id, row.tenant_id, row.kind, dict(row.scope or {}), dict(row.params or {}),
+                          row.attempts)
+        log.info("job %s (%s) attempt %d", job.id, job.kind, job.attempts)
+        try:
+            fn = HANDLERS.get(job.kind)
+            if fn is None:
+                raise MemsvcError(f"unknown job kind {job.kind!r}")
+            result = fn(ctx, job)
+        except (LLMOutputError, MemsvcError) as exc:
+            transient = isinstance(exc, LLMCallError) and exc.retryable
+            if not transient or job.attempts >= ctx.settings.job_max_attempts:
+                _finish_failed(ctx, job, exc)
+                return "failed"
+            retry_in = _retry(ctx, job, exc)
+        except Exception as exc:
+            log.exception("job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
+            if job.attempts >= ctx.settings.job_max_attempts:
+                _finish_failed(ctx, job, exc)
+                return "failed"
+            retry_in = _retry(ctx, job, exc)
+        else:
+            with ctx.sessions() as session, session.begin():
+                jobs.mark_succeeded(session, job.id, result)
+            return "succeeded"
+    # Enqueued only once our lock is released, so the next delivery is not turned away as "busy".
+    ctx.queue.enqueue(job_id, delay_s=retry_in)
+    return "retry"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+
+
+def _finish_failed(ctx: RunContext, job: JobView, exc: BaseException) -> None:
+    details = getattr(exc, "details", None)
+    with ctx.sessions() as session, session.begin():
+        jobs.mark_failed(session, job.id, _describe(exc), {"error_details": details} if details else None)
+    log.warning("job %s (%s) failed: %s", job.id, job.kind, _describe(exc))
+
+
+def _retry(ctx: RunContext, job: JobView, exc: BaseException) -> float:
+    delay = jobs.backoff_s(job.attempts, ctx.settings.job_backoff_s, ctx.settings.job_backoff_max_s)
+    with ctx.sessions() as session, session.begin():
+        jobs.mark_retry(session, job.id, _describe(exc), datetime.now(UTC) + timedelta(seconds=delay))
+    return delay
+
+
+def _now(params: dict[str, Any]) -> datetime:
+    """A job may carry an explicit clock (tests, simulations); otherwise it is now."""
+    raw = params.get("now")
+    return datetime.fromisoformat(raw) if raw else datetime.now(UTC)
+
+
+# ---- handlers -----------------------------------------------------------------------------------
+
+
+@handler("consolidate")
+def _consolidate(ctx: RunContext, job: JobView) -> dict[str, Any]:
+    from memsvc.lifecycle.consolidate import ConsolidationScope, consolidate
+    from memsvc.lifecycle.hooks import schedule_consolidation
+
+    assert job.tenant_id is not None
+    scope = ConsolidationScope(job.tenant_id, job.scope.get("user_id"), job.scope.get("agent_id"),
+                               job.scope.get("session_id"))
+
+    def checkpoint(stage: str) -> None:
+        with ctx.sessions() as session, session.begin():
+            jobs.merge_result(session, job.id, {"stage": stage})
+        if ctx.settings.step_delay_s:
+            time.sleep(ctx.settings.step_delay_s)
+
+    report = consolidate(ctx.sessions, scope, llm=ctx.llm(), embedder=ctx.embedder(), settings=ctx.settings,
+                         reprocess=bool(job.params.get("reprocess")), now=_now(job.params) if "now" in job.params
+                         else None, checkpoint=checkpoint)
+    if report.more_waiting:
+        with ctx.sessions() as session, session.begin():
+            schedule_consolidation(session, ctx.queue, scope, delay_s=0.0)
+    return {"stage": "done", **report.as_dict()}
+
+
+@handler("decay")
+def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
+    from memsvc.lifecycle.decay import run_decay
+    from memsvc.lifecycle.hooks import schedule_rederive
+
+    assert job.tenant_id is not None
+    tenant_id = job.tenant_id
+    report = run_decay(ctx.sessions, tenant_id, _now(job.params), llm=ctx.llm(), settings=ctx.settings,
+                       on_orphans=lambda s, ids: schedule_rederive(s, ctx.queue, tenant_id, ids))
+    return report.as_dict()
+
+
+@handler("rederive")
+def _rederive(ctx: RunContext, job: JobView) -> dict[str, Any]:
+    from memsvc.lifecycle.consolidate import rederive
+
+    assert job.tenant_id is not None
+    ids = [uuid.UUID(i) for i in job.params.get("ids", [])]
+    return rederive(ctx.sessions, job.tenant_id, ids, llm=ctx.llm(), embedder=ctx.embedder()).as_dict()
+
+
+def schedule_decay(session: Session, queue: JobQueue, now: datetime, interval_s: float) -> list[uuid.UUID]:
+    """One decay job per tenant per interval (the idempotency key makes beat's repeats harmless)."""
+    bucket = int(now.timestamp() // max(1.0, interval_s))
+    created = []
+    for tenant_id in session.scalars(select(Tenant.id)):
+        job, new = jobs.create_job(session, tenant_id=tenant_id, kind="decay", idempotency_key=f"decay:{bucket}",
+                                   queue=queue)
+        if new:
+            created.append(job.id)
+    return created
