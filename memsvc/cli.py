@@ -124,6 +124,18 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from memsvc.mcp_server import McpConfig, serve
+    except ImportError as exc:  # optional: the mcp package and the SDK
+        print(f"`memsvc mcp` needs {exc.name}: pip install 'mcp>=2.3' && pip install -e clients/python",
+              file=sys.stderr)
+        return 2
+    config = McpConfig.from_env(url=args.url, api_key=args.api_key, user_id=args.user_id, agent_id=args.agent_id)
+    serve(config, args.transport, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memsvc", description="Long-term memory service for AI agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="e.g. ingest, search_latency, locomo, latency")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+
+    mcp = sub.add_parser("mcp", help="MCP server (tools remember, recall, get_context, forget) over a memsvc API")
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="http = streamable HTTP")
+    mcp.add_argument("--url", help="memsvc API base URL (MEMSVC_URL, default http://127.0.0.1:8420)")
+    mcp.add_argument("--api-key", help="API key the tools act with (MEMSVC_API_KEY)")
+    mcp.add_argument("--user-id", help="default user_id for tools called without one")
+    mcp.add_argument("--agent-id", help="default agent_id for tools called without one")
+    mcp.add_argument("--host", default="127.0.0.1", help="http transport: address to bind")
+    mcp.add_argument("--port", type=int, default=8421, help="http transport: port (served at /mcp)")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 
