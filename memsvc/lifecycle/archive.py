@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgvector.sqlalchemy import BIT, HALFVEC
-from sqlalchemy import case, func, literal, select, text
+from sqlalchemy import case, cast, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from memsvc.models import EMBEDDING_DIM, Memory
@@ -52,7 +52,7 @@ def search_archived(
     extra_where: Sequence[Any] = (),
 ) -> list[ArchivedHit]:
     """Nearest archived memories of the scope to `vector`: binary-quantized candidates, exact re-score."""
-    query_half = literal(list(map(float, vector)), HALFVEC(EMBEDDING_DIM))
+    query_half = cast(literal(list(map(float, vector)), HALFVEC(EMBEDDING_DIM)), HALFVEC(EMBEDDING_DIM))
     # pgvector 0.8: keep walking the graph until enough rows pass the scope filters.
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     candidates = (

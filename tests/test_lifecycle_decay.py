@@ -1,0 +1,211 @@
+"""The decay pass and reinforcement on real Postgres rows, with an explicit clock."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import undefer
+
+from memsvc.db import session_factory
+from memsvc.lifecycle import feedback
+from memsvc.lifecycle.archive import search_archived
+from memsvc.lifecycle.decay import run_decay, target_tier_sql
+from memsvc.lifecycle.policy import get_policy, put_policy
+from memsvc.lifecycle.retention import reinforce, retention_at, retention_sql
+from memsvc.lifecycle.tiers import TierPolicy, demote, promote_on_use, target_tier
+from memsvc.llm import BuiltinLLM
+from memsvc.models import Memory
+from memsvc.scoping import MemoryScope
+from tests.conftest import auth
+from tests.lifecycle_helpers import insert_memory, new_tenant, tenant_of_key, unit_vector
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture()
+def sessions(engine):  # type: ignore[no-untyped-def]
+    return session_factory(engine)
+
+
+def _random_rows(sessions, tenant_id, n: int, seed: int = 7) -> list[uuid.UUID]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    ids = []
+    with sessions() as s, s.begin():
+        for i in range(n):
+            at = T0 - timedelta(days=float(rng.uniform(0, 400)))
+            m = insert_memory(s, tenant_id, f"Memory {i}: the team met on Tuesday to plan the launch of item {i}.",
+                              at=at, importance=float(rng.uniform(0, 1)), strength=float(rng.uniform(0.01, 8)),
+                              embedding=unit_vector(rng))
+            # Used at some point after it was written (or, for a few, a clock skewed into the future).
+            m.last_accessed_at = at + timedelta(days=float(rng.uniform(-1, 30)))
+            ids.append(m.id)
+    return ids
+
+
+def test_retention_and_target_tier_sql_match_python_on_real_rows(sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant = new_tenant(sessions)
+    _random_rows(sessions, tenant, 300)
+    policy = TierPolicy(tau0_days=20, min_age_hours=48)
+    now = T0
+    with sessions() as s:
+        rows = s.execute(select(
+            Memory.last_accessed_at, Memory.recorded_at, Memory.strength, Memory.importance,
+            retention_sql(now, Memory.last_accessed_at, Memory.strength, policy.tau0_seconds),
+            target_tier_sql(now, policy),
+        ).where(Memory.tenant_id == tenant)).all()
+    assert len(rows) == 300
+    tiers_seen = set()
+    for last, recorded, strength, importance, r_sql, tier_sql in rows:
+        r_py = retention_at(now, last, strength, policy.tau0_seconds)
+        assert math.isclose(r_sql, r_py, rel_tol=1e-9, abs_tol=1e-300)
+        expected = target_tier(r_py, importance, (now - recorded).total_seconds(), policy)
+        assert tier_sql == expected.value
+        tiers_seen.add(tier_sql)
+    assert tiers_seen == {"verbatim", "summary", "gist", "archived"}  # the sample covers every branch
+
+
+def test_decay_pass_moves_rows_as_python_says_and_forward_only(sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant = new_tenant(sessions)
+    ids = _random_rows(sessions, tenant, 200, seed=11)
+    with sessions() as s, s.begin():  # some rows start further along than their score asks
+        s.execute(Memory.__table__.update().where(Memory.id.in_(ids[:20])).values(tier="gist", summary="s", gist="g"))
+    policy = TierPolicy()
+    with sessions() as s:
+        before = {m.id: (m.tier, m.last_accessed_at, m.recorded_at, m.strength, m.importance)
+                  for m in s.scalars(select(Memory).where(Memory.tenant_id == tenant))}
+    report = run_decay(sessions, tenant, T0, policy=policy, llm=BuiltinLLM())
+    assert report.representations_failed == 0
+    with sessions() as s:
+        after = {m.id: m for m in s.scalars(select(Memory).options(undefer(Memory.embedding),
+                                                                    undefer(Memory.embedding_half))
+                                            .where(Memory.tenant_id == tenant))}
+    for mid, (tier, last, recorded, strength, importance) in before.items():
+        r = retention_at(T0, last, strength, policy.tau0_seconds)
+        want = demote(tier, target_tier(r, importance, (T0 - recorded).total_seconds(), policy))
+        m = after[mid]
+        assert m.tier == want.value, (mid, tier, r)
+        if want.value in ("summary", "gist", "archived"):
+            assert m.summary  # made before the move, never skipped
+        if want.value in ("gist", "archived"):
+            assert m.gist
+        if want.value == "archived":
+            assert m.embedding is None and m.embedding_half is not None
+        else:
+            assert m.embedding is not None and m.embedding_half is None
+    moved = sum(report.moved.values())
+    assert moved == sum(1 for mid in before if after[mid].tier != before[mid][0])
+    # A second pass at the same instant has nothing left to do.
+    again = run_decay(sessions, tenant, T0, policy=policy, llm=BuiltinLLM())
+    assert again.moved == {} and again.representations_made == 0
+
+
+def test_synthetic_timeline_demotes_in_order_and_use_promotes(sessions, client, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    key = make_tenant()
+    tenant = tenant_of_key(sessions, key)
+    rng = np.random.default_rng(3)
+    text = ("On 3 March Alice told Bob that the quarterly report was late because the data team had moved "
+            "to the new warehouse, and that Carol would present it on Friday instead of Dan.")
+    with sessions() as s, s.begin():
+        m = insert_memory(s, tenant, text, at=T0, importance=0.5, embedding=unit_vector(rng))
+        used = insert_memory(s, tenant, text + " (copy used later)", at=T0, importance=0.5, embedding=unit_vector(rng))
+        profile = insert_memory(s, tenant, "Alice is allergic to peanuts.", at=T0, kind="profile",
+                                embedding=unit_vector(rng))
+    policy = get_policy(sessions(), tenant)
+    seen = {}
+    for day in (0, 10, 70, 100, 130, 220):
+        now = T0 + day * DAY
+        if day == 100:  # `used` is used once: reinforced, back one tier, retention back to 1
+            with sessions() as s, s.begin():
+                tiers = feedback.reinforce_used(s, MemoryScope(tenant), [used.id], now=now)
+            assert tiers[used.id] == "verbatim"  # it was a summary
+        run_decay(sessions, tenant, now, policy=policy, llm=BuiltinLLM())
+        with sessions() as s:
+            seen[day] = {x.id: (x.tier, x.summary, x.gist) for x in s.scalars(select(Memory).where(
+                Memory.tenant_id == tenant))}
+    assert [seen[d][m.id][0] for d in (0, 10, 70, 130, 220)] == ["verbatim", "verbatim", "summary", "gist", "archived"]
+    summary = seen[70][m.id][1]
+    assert summary and len(summary) < len(text)
+    assert seen[220][m.id][1] == summary  # made once, kept
+    assert seen[130][m.id][2] and seen[220][m.id][2] == seen[130][m.id][2]
+    assert seen[130][used.id][0] == "verbatim"  # the use at day 100 reset its clock
+    assert all(seen[d][profile.id][0] == "verbatim" for d in seen)  # profile memories never fade
+    with sessions() as s:
+        row = s.scalar(select(Memory).options(undefer(Memory.embedding), undefer(Memory.embedding_half))
+                       .where(Memory.id == m.id))
+        assert row.embedding is None and row.embedding_half is not None
+        hits = search_archived(s, MemoryScope(tenant), [float(x) for x in row.embedding_half], limit=3)
+        assert hits and hits[0].id == m.id and hits[0].distance < 1e-3
+    # Fetching the archived memory through the API is a use: one tier up, vector back in the hot index.
+    r = client.get(f"/v1/memories/{m.id}", headers=auth(key))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tier"] == "gist" and body["access_count"] == 1 and body["retention"] > 0.99
+    with sessions() as s:
+        row = s.scalar(select(Memory).options(undefer(Memory.embedding), undefer(Memory.embedding_half))
+                       .where(Memory.id == m.id))
+        assert row.embedding is not None and row.embedding_half is None
+
+
+def test_reinforce_used_sql_matches_python(sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant = new_tenant(sessions)
+    ids = _random_rows(sessions, tenant, 60, seed=5)
+    with sessions() as s, s.begin():
+        s.execute(Memory.__table__.update().where(Memory.id.in_(ids[:15])).values(tier="archived"))
+        s.execute(Memory.__table__.update().where(Memory.id.in_(ids[15:30])).values(tier="gist"))
+        s.execute(Memory.__table__.update().where(Memory.id.in_(ids[30:40])).values(
+            tier="summary", original_dropped_at=T0))
+    policy = TierPolicy(alpha=2.0, max_strength=6.0)
+    with sessions() as s:
+        before = {m.id: (m.strength, m.last_accessed_at, m.tier, m.original_dropped_at is None, m.access_count)
+                  for m in s.scalars(select(Memory).where(Memory.id.in_(ids)))}
+    now = T0 + 3 * DAY
+    other = new_tenant(sessions)
+    with sessions() as s, s.begin():
+        tiers = feedback.reinforce_used(s, MemoryScope(tenant), ids, now=now, policy=policy)
+        assert feedback.reinforce_used(s, MemoryScope(other), ids, now=now, policy=policy) == {}  # scoped
+    with sessions() as s:
+        after = {m.id: m for m in s.scalars(select(Memory).where(Memory.id.in_(ids)))}
+    for mid, (strength, last, tier, has_original, count) in before.items():
+        r = retention_at(now, last, strength, policy.tau0_seconds)
+        assert math.isclose(after[mid].strength, reinforce(strength, r, policy.alpha, policy.max_strength),
+                            rel_tol=1e-9)
+        assert after[mid].last_accessed_at == max(last, now)
+        assert after[mid].tier == tiers[mid] == promote_on_use(tier, has_original).value
+        assert after[mid].access_count == count + 1
+
+
+def test_ttl_deletes_only_when_the_policy_says_so(sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant = new_tenant(sessions)
+    with sessions() as s, s.begin():
+        old = insert_memory(s, tenant, "An old note from long ago about the garden.", at=T0 - 400 * DAY)
+        fresh = insert_memory(s, tenant, "A fresh note about the garden.", at=T0 - 5 * DAY)
+    report = run_decay(sessions, tenant, T0, llm=BuiltinLLM())
+    assert report.ttl_deleted == 0
+    with sessions() as s, s.begin():
+        put_policy(s, tenant, {"ttl_days": 365})
+    report = run_decay(sessions, tenant, T0, llm=BuiltinLLM())
+    assert report.ttl_days == 365 and report.ttl_deleted == 1 and report.ttl_deleted_sample == [str(old.id)]
+    with sessions() as s:
+        left = set(s.scalars(select(Memory.id).where(Memory.tenant_id == tenant)))
+    assert left == {fresh.id}
+
+
+def test_keep_originals_false_replaces_text_by_summary(sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant = new_tenant(sessions)
+    text = ("Yesterday the support group met at the library; Caroline spoke about adoption agencies, and "
+            "Melanie shared pictures of the pottery she made with her kids during the summer holidays.")
+    with sessions() as s, s.begin():
+        m = insert_memory(s, tenant, text, at=T0, importance=0.0)
+        put_policy(s, tenant, {"keep_originals": False})
+    run_decay(sessions, tenant, T0 + 40 * DAY, llm=BuiltinLLM())
+    with sessions() as s:
+        row = s.get(Memory, m.id)
+        assert row.tier in ("summary", "gist", "archived") and row.original_dropped_at is not None
+        assert row.content == row.summary and len(row.content) < len(text)
+        assert s.scalar(select(func.count()).select_from(Memory).where(Memory.id == m.id)) == 1
