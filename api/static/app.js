@@ -213,11 +213,14 @@ function memoryRow(m) {
   return el('tr', { class: 'mem-row', dataset: { id: m.id, tier: m.tier, kind: m.kind }, onclick: () => openMemory(m.id) },
     el('td', { class: 'nowrap' }, fmtTime(m.recorded_at)),
     el('td', {}, badge(m.kind, 'kind')),
-    el('td', {}, badge(m.tier, 'tier')),
+    el('td', {}, badge(m.tier, 'tier'), isSuperseded(m) ? [' ', badge('superseded', 'flag')] : null),
     el('td', { class: 'small' }, scope),
     el('td', { class: 'content' }, m.content),
     el('td', {}, retentionBar(m.retention)));
 }
+
+// Closed facts (superseded, or valid_to passed) stay queryable "as of" the past; the list marks them.
+const isSuperseded = (m) => Boolean(m.superseded_by) || (m.valid_to && new Date(m.valid_to) <= new Date());
 
 const RELATION_LABELS = {
   'derived_from out': 'derived from', 'derived_from in': 'source of',
@@ -449,7 +452,7 @@ function showRetentionInfo(m) {
 
 function lineChart(chart, points, { xLabel, hlines = [] }) {
   clear(chart);
-  const W = 720, H = 340, left = 52, right = 90, top = 14, bottom = 42;
+  const W = 720, H = 340, left = 52, right = 118, top = 14, bottom = 42;
   const xmax = Math.max(1e-9, ...points.map((p) => p[0]));
   const x = (v) => left + (W - left - right) * (v / xmax);
   const y = (v) => top + (H - top - bottom) * (1 - Math.max(0, Math.min(1, v)));
@@ -467,7 +470,7 @@ function lineChart(chart, points, { xLabel, hlines = [] }) {
   chart.append(svg('line', { x1: left, x2: left, y1: y(0), y2: y(1), class: 'axis' }));
   for (const h of hlines) {
     chart.append(svg('line', { x1: left, x2: W - right, y1: y(h.y), y2: y(h.y), class: `threshold ${h.cls}`, 'data-threshold': h.cls }));
-    chart.append(svg('text', { x: W - right + 4, y: y(h.y) + 4, class: `threshold-label ${h.cls}` }, `${h.label} (${h.y.toFixed(2)})`));
+    chart.append(svg('text', { x: W - right + 4, y: y(h.y) + 4, class: `threshold-label ${h.cls}` }, `${h.label} ${h.y.toFixed(2)}`));
   }
   const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
   chart.append(svg('path', { d, class: 'curve', 'data-points': points.length }));
@@ -500,7 +503,8 @@ async function loadJobs(more) {
 
 function summarize(obj) {
   const entries = Object.entries(obj || {});
-  return entries.map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
+  return entries.filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
 }
 
 function jobRow(job) {
