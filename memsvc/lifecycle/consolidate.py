@@ -257,12 +257,12 @@ def _similar_current(session: Session, scope: ConsolidationScope, vector: Any, t
 def _link(session: Session, scope: ConsolidationScope, src: uuid.UUID, dsts: Sequence[Memory], relation: str) -> int:
     if not dsts:
         return 0
-    result = session.execute(
+    inserted = session.execute(
         insert(MemoryLink).values([
             {"src_id": src, "dst_id": d.id, "relation": relation, "tenant_id": scope.tenant_id} for d in dsts
-        ]).on_conflict_do_nothing()
-    )
-    return int(result.rowcount or 0)
+        ]).on_conflict_do_nothing().returning(MemoryLink.dst_id)
+    ).all()
+    return len(inserted)
 
 
 # ---- re-derivation of facts that lost a source --------------------------------------------------
