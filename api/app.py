@@ -10,14 +10,14 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy import Engine
 
 from api.errors import error_response, install_error_handlers
-from api.routes import admin, context, dashboard, health, jobs, lifecycle, memories, search
+from api.routes import admin, chat, context, dashboard, health, jobs, lifecycle, memories, search
 from memsvc import __version__
 from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
 from memsvc.embeddings import Embedder, get_embedder
 
 ROUTERS = [health.router, memories.router, search.router, admin.router, context.router, jobs.router, lifecycle.router,
-           dashboard.router]
+           dashboard.router, chat.router]
 
 
 def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:

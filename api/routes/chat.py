@@ -1,0 +1,131 @@
+"""POST /v1/chat/completions: OpenAI-compatible chat that remembers (the logic is memsvc.chat).
+
+Every error here, authentication included, is OpenAI-shaped ({"error": {"message", "type", "param",
+"code"}}) so OpenAI SDKs and tools report it as they would OpenAI's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.deps import get_principal, get_session, get_store, raw_body
+from memsvc import chat
+from memsvc.errors import MemsvcError
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+log = logging.getLogger("memsvc.chat")
+
+_OPENAPI_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string"}, "stream": {"type": "boolean", "default": False},
+            "messages": {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
+                "role": {"type": "string"}, "content": {"anyOf": [{"type": "string"}, {"type": "array"}]}}}},
+            "memsvc": chat.MemsvcOptions.model_json_schema(),
+        },
+    }}}},
+}
+
+
+def _error(exc: chat.ChatError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _backend(request: Request) -> chat.ChatBackend:
+    # An app may hold its own backend (tests: litellm with mock_response); litellm otherwise.
+    return getattr(request.app.state, "chat_backend", None) or chat.litellm_completion
+
+
+@router.post("/chat/completions", openapi_extra=_OPENAPI_BODY, response_model=None, description=(
+    "OpenAI-compatible chat completions with long-term memory. Send the OpenAI request plus an optional "
+    "`memsvc` object (user_id, agent_id, session_id, budget_tokens, remember). A context of the most "
+    "relevant memories (within budget_tokens of the model's tokenizer) is added as a system message, the "
+    "model is called through litellm, and the last user turn and the answer are stored as episodic memories. "
+    "`stream: true` answers with server-sent events. Needs the read scope, and write unless remember=false."
+))
+def chat_completions(
+    request: Request, body: bytes = Depends(raw_body), session: Session = Depends(get_session)
+) -> Any:
+    try:
+        principal = get_principal(request.headers.get("authorization"), session)
+        req = chat.parse_request(body)
+        principal.require("write" if req.options.remember else "read")
+        store = get_store(request, session, principal)
+        chat.check_writable(store.scope, req)
+        context = chat.build(session, store.scope, store.embedder, req)
+        session.commit()  # end the read transaction: the model call may take a while
+        result = chat.complete(_backend(request), req, chat.with_context(req.messages, context.text))
+        if req.stream:
+            return _stream(request, req, result, context)
+        response = chat.dump(result)
+        stored = chat.remember_turns(store, req, chat.answer_text(response), context.used)
+        session.commit()
+    except chat.ChatError as exc:
+        return _error(exc)
+    except MemsvcError as exc:
+        return _error(chat.ChatError.from_memsvc(exc))
+    response["memsvc"] = _report(context, stored)
+    return JSONResponse(response)
+
+
+def _report(context: chat.Context, stored: list[Any]) -> dict[str, Any]:
+    return {"context_tokens": context.token_count, "tokenizer": context.tokenizer,
+            "memories_used": [str(i) for i in context.used], "memories_stored": [str(i) for i in stored]}
+
+
+def _stream(request: Request, req: chat.ChatRequest, result: Any, context: chat.Context) -> StreamingResponse:
+    collected: list[str] = []
+    chunks = chat.stream_chunks(result, collected)
+    try:
+        first = next(chunks, None)  # provider errors that come with the first chunk still get a status code
+    except Exception as exc:
+        raise chat.model_error(exc, req.model) from exc
+
+    def event(data: dict[str, Any]) -> str:
+        return f"data: {json.dumps(data)}\n\n"
+
+    def events() -> Iterator[str]:
+        # One chunk is held back: the last one goes out after the turns are stored, carrying the
+        # `memsvc` report, so a client that saw the stream end knows the exchange is remembered.
+        last = first
+        try:
+            for data in chunks:
+                if last is not None:
+                    yield event(last)
+                last = data
+        except Exception as exc:  # the status line is sent: report in-band, as OpenAI does
+            log.warning("model stream failed: %s", exc)
+            if last is not None:
+                yield event(last)
+            yield event(chat.model_error(exc, req.model).body())
+            return
+        # The write-back has its own session: the request's is closed once the handler has returned.
+        with request.app.state.sessions() as session:
+            try:
+                store = get_store(request, session, get_principal(request.headers.get("authorization"), session))
+                stored = chat.remember_turns(store, req, "".join(collected), context.used)
+                session.commit()
+            except Exception as exc:
+                session.rollback()
+                log.exception("storing the chat turns failed")
+                error = chat.ChatError.from_memsvc(exc) if isinstance(exc, MemsvcError) else chat.ChatError(
+                    500, "the answer was streamed but storing the turns failed", type="api_error",
+                    code="memory_write_failed")
+                if last is not None:
+                    yield event(last)
+                yield event(error.body())
+                return
+        report = {"memsvc": _report(context, stored)}
+        yield event({**last, **report} if last is not None else report)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

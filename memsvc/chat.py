@@ -1,0 +1,319 @@
+"""The OpenAI-compatible chat with memory (`POST /v1/chat/completions`), without the web part.
+
+parse_request (OpenAI body + a `memsvc` object, OpenAI-shaped errors) -> build_context (the retrieval
+layer's token-budgeted builder, on the latest turns) -> with_context (one system message after the
+caller's own) -> complete (the model through litellm) -> remember_turns (the last user turn and the
+answer as episodic memories, and the memories the context used reinforced, in one transaction).
+
+The model call is a `ChatBackend`: litellm by default (`litellm_completion`); the app may hold another
+(tests hand in one that answers with litellm's own mock_response, so the litellm path still runs).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from memsvc.embeddings import Embedder
+from memsvc.errors import MemsvcError
+from memsvc.retrieval.context import ContextQuery, build_context
+from memsvc.retrieval.search import SearchFilters
+from memsvc.retrieval.settings import DEFAULT_SETTINGS
+from memsvc.schemas import MemoryCreate
+from memsvc.scoping import MemoryScope
+from memsvc.store import MemoryStore
+from memsvc.tokens import get_counter
+from memsvc.validation import check_text
+
+ChatBackend = Callable[..., Any]  # litellm.completion's signature: (model=, messages=, stream=, **params)
+
+# OpenAI request fields passed to the model unchanged. Anything else is refused, as OpenAI does.
+PASSTHROUGH = frozenset({
+    "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",
+    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
+    "parallel_tool_calls", "response_format", "stream_options", "metadata", "reasoning_effort", "modalities",
+    "prediction", "service_tier", "store", "functions", "function_call",
+})
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CONTEXT_HEADER = (
+    "Long-term memory (from memsvc): what you know about this user and earlier conversations. Use it when "
+    "relevant; do not mention it unless asked.\n\n"
+)
+
+
+class ChatError(Exception):
+    """An error the endpoint answers in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    @classmethod
+    def from_memsvc(cls, exc: MemsvcError) -> ChatError:
+        kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}.get(exc.status, "invalid_request_error" if exc.status < 500 else "api_error")
+        param = exc.details.get("field") if isinstance(exc.details, dict) else None
+        return cls(exc.status, exc.message, type=kind, param=param, code=exc.code)
+
+
+class MemsvcOptions(BaseModel):
+    """The `memsvc` object of a chat request: whose memory, how much of it, and whether to write back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    agent_id: str | None = Field(default=None, min_length=1, max_length=200)
+    session_id: str | None = Field(default=None, min_length=1, max_length=200)
+    budget_tokens: int = Field(default=1024, ge=0, le=100_000, description="Context budget; 0 = no context.")
+    remember: bool = Field(default=True, description="Write the user turn and the answer back as memories.")
+    context_model: str | None = Field(
+        default=None, max_length=200, description="Tokenizer to budget with (default: the request's model).")
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, tool_call_id, audio... go to the model as sent
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[_Message] = Field(min_length=1, max_length=2000)
+    stream: bool = False
+    memsvc: MemsvcOptions = Field(default_factory=MemsvcOptions)
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    options: MemsvcOptions
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content (a string, or the text parts of a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+_FIELDS = frozenset({"model", "messages", "stream", "memsvc", "role", "content", *MemsvcOptions.model_fields})
+
+
+def _param(loc: tuple[Any, ...], keep_last: bool) -> str | None:
+    """pydantic's loc as OpenAI names a parameter: messages[0].content (union branch tags dropped)."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and parts:
+            parts[-1] += f"[{part}]"
+        elif part in _FIELDS or (keep_last and i == len(loc) - 1):
+            parts.append(str(part))
+        else:
+            break
+    return ".".join(parts) or None
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ChatError(400, "We could not parse the JSON body of your request. (HINT: This likely means you "
+                        "aren't using your HTTP library correctly.)", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ChatError(400, "the request body must be a JSON object")
+    try:
+        parsed = _Request.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = _param(error.get("loc", ()), error.get("type") == "extra_forbidden")
+        missing = error.get("type") == "missing"
+        message = f"Missing required parameter: '{param}'." if missing else f"Invalid '{param}': {error.get('msg')}."
+        code = "missing_required_parameter" if missing else "invalid_value"
+        raise ChatError(400, message, param=param, code=code) from None
+    unknown = sorted(set(parsed.model_extra or {}) - PASSTHROUGH)
+    if unknown:
+        raise ChatError(400, f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
+                        code="unknown_parameter")
+    for i, message in enumerate(parsed.messages):
+        if message.role not in ROLES:
+            raise ChatError(400, f"Invalid value: '{message.role}'. Supported values are: "
+                            f"{', '.join(sorted(ROLES))}.", param=f"messages[{i}].role", code="invalid_value")
+        try:
+            check_text(message_text(message.content), f"messages[{i}].content", allow_empty=True)
+        except MemsvcError as exc:
+            raise ChatError(400, exc.message, param=f"messages[{i}].content", code="invalid_value") from None
+    if not any(m.role == "user" and message_text(m.content).strip() for m in parsed.messages):
+        raise ChatError(400, "messages must contain at least one user message with text", param="messages",
+                        code="invalid_value")
+    options = parsed.memsvc
+    for name in ("user_id", "agent_id", "session_id"):
+        value = getattr(options, name)
+        if value is not None:
+            try:
+                check_text(value, name)
+            except MemsvcError as exc:
+                raise ChatError(400, exc.message, param=f"memsvc.{name}", code="invalid_value") from None
+    return ChatRequest(
+        model=parsed.model, messages=[m.model_dump(exclude_none=True) for m in parsed.messages],
+        stream=parsed.stream, options=options, params=dict(parsed.model_extra or {}),
+    )
+
+
+def query_text(messages: list[dict[str, Any]], turns: int = 3, max_chars: int = 4000) -> str:
+    """What to look up: the latest user turns (the last one weighs most: it comes last and is whole)."""
+    texts = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    text = "\n".join(t for t in texts[-turns:] if t.strip())
+    return text[-max_chars:]
+
+
+@dataclass
+class Context:
+    text: str = ""
+    token_count: int = 0
+    used: list[uuid.UUID] = field(default_factory=list)
+    tokenizer: str = ""
+
+
+def build(session: Session, scope: MemoryScope, embedder: Embedder, req: ChatRequest) -> Context:
+    """The memory context for this conversation, within the budget under the target model's tokenizer.
+
+    Memories are looked up across the user's and agent's sessions (long-term memory), not only this one.
+    """
+    options = req.options
+    if options.budget_tokens == 0:
+        return Context()
+    try:
+        counter = get_counter(options.context_model or req.model)
+    except MemsvcError as exc:
+        raise ChatError.from_memsvc(exc) from None
+    query = ContextQuery(
+        query=query_text(req.messages), budget=options.budget_tokens, counter=counter,
+        filters=SearchFilters(user_id=options.user_id, agent_id=options.agent_id),
+    )
+    built = build_context(session, scope, embedder, query, DEFAULT_SETTINGS)
+    return Context(built.context, built.token_count, [c.piece.id for c in built.chosen], counter.name)
+
+
+def with_context(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+    """The caller's messages with the memory context as a system message after their own leading ones."""
+    if not context.strip():
+        return list(messages)
+    at = 0
+    while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+        at += 1
+    return [*messages[:at], {"role": "system", "content": CONTEXT_HEADER + context}, *messages[at:]]
+
+
+def _import_litellm() -> Any:
+    from memsvc.llm.gateway import _import_litellm as load  # one place sets litellm up (offline cost map)
+
+    return load()
+
+
+def litellm_completion(**kwargs: Any) -> Any:
+    """The default backend: litellm.completion, any provider litellm knows."""
+    return _import_litellm().completion(**kwargs)
+
+
+def complete(backend: ChatBackend, req: ChatRequest, messages: list[dict[str, Any]]) -> Any:
+    """Call the model; provider failures become OpenAI-shaped errors (the caller's request vs our upstream)."""
+    try:
+        return backend(model=req.model, messages=messages, stream=req.stream, **req.params)
+    except ChatError:
+        raise
+    except Exception as exc:
+        raise model_error(exc, req.model) from exc
+
+
+def model_error(exc: Exception, model: str) -> ChatError:
+    status = getattr(exc, "status_code", None)
+    text = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+    if status in (400, 404, 422) or "LLM Provider NOT provided" in text:
+        return ChatError(400, f"The model `{model}` could not be used: {text}", param="model",
+                         code="model_not_found" if status in (404, None) or "Provider" in text else "invalid_value")
+    if status == 429:
+        return ChatError(429, f"The model provider is rate limiting: {text}", type="rate_limit_error",
+                         code="rate_limit_exceeded", headers={"Retry-After": "1"})
+    if type(exc).__name__ in ("Timeout", "APITimeoutError") or status == 408:
+        return ChatError(504, f"The model did not answer in time: {text}", type="api_error", code="upstream_timeout")
+    # Provider auth/config failures are the server's problem, not the caller's key.
+    return ChatError(502, f"The model call failed upstream: {text}", type="api_error", code="upstream_error")
+
+
+def dump(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(exclude_none=False)
+    return json.loads(obj.json())
+
+
+def answer_text(response: dict[str, Any]) -> str:
+    choices = response.get("choices") or []
+    message = (choices[0].get("message") or {}) if choices else {}
+    return message_text(message.get("content"))
+
+
+def stream_chunks(stream: Any, collect: list[str]) -> Iterator[dict[str, Any]]:
+    """The model's stream as plain dict chunks, collecting choice 0's text for the write-back."""
+    for chunk in stream:
+        data = dump(chunk)
+        for choice in data.get("choices") or []:
+            if choice.get("index", 0) == 0:
+                delta = (choice.get("delta") or {}).get("content")
+                if isinstance(delta, str):
+                    collect.append(delta)
+        yield data
+
+
+def check_writable(scope: MemoryScope, req: ChatRequest) -> None:
+    """Before the model is paid for: a restricted key may only write inside its restriction."""
+    if req.options.remember:
+        try:
+            scope.check_writable(req.options.user_id, req.options.agent_id)
+        except MemsvcError as exc:
+            raise ChatError.from_memsvc(exc) from None
+
+
+def remember_turns(store: MemoryStore, req: ChatRequest, answer: str, used: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Store the last user turn and the answer (episodic), reinforce what the context used. Caller commits."""
+    from memsvc.lifecycle.feedback import reinforce_used
+
+    stored: list[uuid.UUID] = []
+    if req.options.remember:
+        o = req.options
+        last_user = next(m for m in reversed(req.messages) if m.get("role") == "user")
+        turns: list[tuple[Literal["user", "assistant"], str]] = [("user", message_text(last_user.get("content")))]
+        if answer.strip():
+            turns.append(("assistant", answer))
+        limit = store.settings.max_content_chars
+        items = [
+            MemoryCreate(content=text[:limit], kind="episodic", user_id=o.user_id, agent_id=o.agent_id,
+                         session_id=o.session_id, importance=0.5 if role == "user" else 0.3,
+                         metadata={"source": "chat", "role": role, "model": req.model,
+                                   **({"truncated": True} if len(text) > limit else {})})
+            for role, text in turns if text.strip()
+        ]
+        if items:
+            stored = [m.id for m in store.add_batch(items)]
+    if used:
+        reinforce_used(store.session, store.scope, used)
+    return stored
