@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -305,12 +306,15 @@ def remember_turns(store: MemoryStore, req: ChatRequest, answer: str, used: list
         if answer.strip():
             turns.append(("assistant", answer))
         limit = store.settings.max_content_chars
+        now = datetime.now(UTC)
         items = [
+            # A microsecond apart, so that the answer sorts after the question it answers.
             MemoryCreate(content=text[:limit], kind="episodic", user_id=o.user_id, agent_id=o.agent_id,
                          session_id=o.session_id, importance=0.5 if role == "user" else 0.3,
+                         occurred_at=now + timedelta(microseconds=i),
                          metadata={"source": "chat", "role": role, "model": req.model,
                                    **({"truncated": True} if len(text) > limit else {})})
-            for role, text in turns if text.strip()
+            for i, (role, text) in enumerate(turns) if text.strip()
         ]
         if items:
             stored = [m.id for m in store.add_batch(items)]

@@ -1,0 +1,1 @@
+"""Adapters to agent frameworks (optional extras): each imports its framework only when used."""
