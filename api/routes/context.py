@@ -63,7 +63,8 @@ def context(
         filters=to_search_filters(request), sections=tuple(request.sections or SECTIONS), fmt=request.format,
         mode=request.mode, max_candidates=request.max_candidates,
     )
-    built = build_context(store.session, store.scope, store.embedder, query, DEFAULT_SETTINGS)
+    settings = getattr(http.app.state, "retrieval_settings", None) or DEFAULT_SETTINGS
+    built = build_context(store.session, store.scope, store.embedder, query, settings)
     used = [c.piece.id for c in built.chosen]
     if used:
         background.add_task(_reinforce, http.app.state.sessions, store.scope, used)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from api.deps import get_store, requires
 from memsvc.retrieval.schemas import Duplicate, SearchHit, SearchRequest, SearchResult, to_search_filters
 from memsvc.retrieval.search import search as run_search
+from memsvc.retrieval.settings import DEFAULT_SETTINGS
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
 from memsvc.validation import check_text
@@ -21,17 +22,21 @@ router = APIRouter(prefix="/v1", tags=["search"])
     "terms, near-duplicates removed. `signals` says how much each signal added to `score`."
 ))
 def search(
-    request: SearchRequest, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store)
+    request: SearchRequest, http: Request, _: Principal = Depends(requires("read")),
+    store: MemoryStore = Depends(get_store),
 ) -> SearchResult:
     query = check_text(request.query, "query")
+    # app.state.retrieval_settings: one RetrievalSettings for the whole app (benchmarks swap it).
+    settings = getattr(http.app.state, "retrieval_settings", None) or DEFAULT_SETTINGS
     outcome = run_search(store.session, store.scope, store.embedder, query, to_search_filters(request),
-                         request.limit, mode=request.mode)
+                         request.limit, settings, mode=request.mode)
+    full = {m.id: m for m in store.get_many([h.id for h in outcome.hits])}
     return SearchResult(
         hits=[
-            SearchHit(memory=memory_out(outcome.rows[h.id]), score=h.score, signals=h.signals,
+            SearchHit(memory=memory_out(full[h.id]), score=h.score, signals=h.signals,
                       dense_rank=h.dense_rank, sparse_rank=h.sparse_rank, dense_similarity=h.dense_similarity,
                       bm25=h.sparse_score, reason=h.reason)
-            for h in outcome.hits
+            for h in outcome.hits if h.id in full
         ],
         duplicates_removed=[Duplicate(id=d.id, duplicate_of=of) for d, of in outcome.duplicates],
         timings_ms={k: round(v, 3) for k, v in outcome.timings.items()},

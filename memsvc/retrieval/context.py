@@ -229,12 +229,13 @@ def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
     stored = {"verbatim": memory.content, "summary": memory.summary, "gist": memory.gist}
     texts = {f: t for f, t in stored.items() if f in offered and t}
     derived: list[str] = []
-    if settings.derive_fidelities and ("summary" not in texts or "gist" not in texts):
+    wanted = [f for f in settings.derive_fidelities if f in offered and f not in texts]
+    if wanted:
         base = texts.get("verbatim") or texts.get("summary")
         if base and counter.count(base) >= settings.derive_min_tokens:
             summary, gist = _derived(base)
             for fidelity, value in (("summary", summary), ("gist", gist)):
-                if fidelity in offered and fidelity not in texts and value and value != base:
+                if fidelity in wanted and value and value != base:
                     texts[fidelity] = value
                     derived.append(fidelity)
     return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived))

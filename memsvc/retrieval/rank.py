@@ -27,6 +27,7 @@ class Ranked:
     importance: float = 0.5
     content_hash: str | None = None
     embedding: np.ndarray | None = None
+    twins: frozenset[uuid.UUID] = frozenset()  # near-duplicates among the candidates, when known without vectors
     score: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -80,8 +81,9 @@ def mmr(
     """Maximal marginal relevance over `ranked` (sorted by score, best first).
 
     Returns (kept, dropped) where dropped pairs each near-duplicate with the kept memory it repeats
-    (same text, or cosine >= duplicate_threshold). With mmr_lambda < 1, the pick order also trades
-    relevance against similarity to what is already kept; scores themselves are left unchanged.
+    (same text, or cosine >= duplicate_threshold: from the embeddings, or from `twins` when the
+    pairs were computed in SQL). With mmr_lambda < 1, the pick order also
+    trades relevance against similarity to what is already kept; scores themselves are left unchanged.
     """
     kept: list[Ranked] = []
     kept_vecs: list[np.ndarray] = []
@@ -106,6 +108,10 @@ def mmr(
         c = pool.pop(index)
         if c.content_hash and c.content_hash in hashes:
             dropped.append((c, hashes[c.content_hash]))
+            continue
+        twin = next((k.id for k in kept if k.id in c.twins), None) if c.twins else None
+        if twin is not None:
+            dropped.append((c, twin))
             continue
         v = vecs[c.id]
         if v is not None and kept_vecs:

@@ -15,25 +15,30 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, text, true, union
+from pgvector.sqlalchemy import HALFVEC
+from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, true, union
 from sqlalchemy.dialects.postgresql import TSQUERY
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.lifecycle.retention import retention_at
-from memsvc.models import Memory
+from memsvc.models import EMBEDDING_DIM, Memory
 from memsvc.retrieval.rank import Ranked, fuse, mmr, rrf_only
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.scoping import MemoryScope
 
 Mode = Literal["hybrid", "dense", "sparse"]
 MAX_QUERY_TERMS = 32  # a pasted document as a query must not build a 1,000-column statement
+# What a candidate row carries (enough to rank, pack and render it).
+ROW_COLUMNS = ("id", "kind", "content", "summary", "gist", "tier", "importance", "strength", "last_accessed_at",
+               "occurred_at", "session_id", "content_hash", "valid_from")
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class SearchFilters:
 class SearchOutcome:
     hits: list[Ranked]
     duplicates: list[tuple[Ranked, uuid.UUID]]  # (near-duplicate, the kept memory it repeats)
-    rows: dict[uuid.UUID, Memory]
+    rows: dict[uuid.UUID, Any]  # candidate rows (ROW_COLUMNS), not ORM objects
     timings: dict[str, float]
 
 
@@ -114,10 +119,24 @@ def _scope_size(session: Session, scope: MemoryScope, filters: SearchFilters, wh
     return n
 
 
+def prepare(session: Session, query_text: str, settings: RetrievalSettings) -> list[str]:
+    """One round trip: HNSW scan settings for this transaction, and the query's lexemes (under the same
+    text-search configuration as the stored tsvector)."""
+    ef = str(max(int(settings.hnsw_ef_search), int(settings.dense_k)))
+    row = session.execute(select(
+        # pgvector 0.8: keep walking the graph until enough rows pass the scope filters.
+        func.set_config("hnsw.iterative_scan", "relaxed_order", True),
+        func.set_config("hnsw.ef_search", ef, True),
+        # psycopg prepares a statement after 5 runs, and Postgres may then switch to a generic plan that
+        # knows neither the query vector nor the terms (measured: 8 ms custom vs 170 ms generic here).
+        func.set_config("plan_cache_mode", "force_custom_plan", True),
+        func.tsvector_to_array(func.to_tsvector("english", query_text)).label("terms"),
+    )).one()
+    return sorted(row.terms or [])[:MAX_QUERY_TERMS]
+
+
 def query_terms(session: Session, query_text: str) -> list[str]:
-    """The query's lexemes under the same text-search configuration as the stored tsvector."""
-    lexemes = session.scalar(select(func.tsvector_to_array(func.to_tsvector("english", query_text))))
-    return sorted(lexemes or [])[:MAX_QUERY_TERMS]
+    return prepare(session, query_text, RetrievalSettings())
 
 
 def _tsquery(terms: list[str]) -> Any:
@@ -129,15 +148,12 @@ def _tsquery(terms: list[str]) -> Any:
 def candidates(
     session: Session, scope: MemoryScope, vector: list[float] | None, terms: list[str], filters: SearchFilters,
     settings: RetrievalSettings, now: datetime, *, with_embeddings: bool,
-) -> tuple[list[Ranked], dict[uuid.UUID, Memory]]:
+) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
     """Dense and BM25 candidate lists in one statement; each row comes back with both ranks."""
     where = [*scope.where(), *filter_clauses(filters, now)]
     parts = []
     dense = sparse = None
     if vector is not None and settings.dense_k > 0:
-        session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        ef = max(int(settings.hnsw_ef_search), int(settings.dense_k))
-        session.execute(text(f"SET LOCAL hnsw.ef_search = {ef}"))
         distance = Memory.embedding.cosine_distance(vector)
         dense = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
                  .order_by(distance).limit(settings.dense_k).cte("dense"))
@@ -169,7 +185,9 @@ def candidates(
     if not parts:
         return [], {}
     ids = (union(*parts) if len(parts) > 1 else parts[0]).cte("ids")
-    cols: list[Any] = [Memory]
+    # Plain columns, not ORM objects: the context builder needs only these, and building ~100 entities
+    # per request costs more than the SQL. /v1/search loads full rows for the hits it returns.
+    cols: list[Any] = [getattr(Memory, name) for name in ROW_COLUMNS]
     cols.append(dense.c.d if dense is not None else cast(null(), Float).label("d"))
     cols.append(sparse.c.s if sparse is not None else cast(null(), Float).label("s"))
     query = select(*cols).select_from(ids).join(Memory, and_(Memory.id == ids.c.id, *scope.where()))
@@ -178,19 +196,33 @@ def candidates(
     if sparse is not None:
         query = query.outerjoin(sparse, sparse.c.id == ids.c.id)
     if with_embeddings:
-        query = query.options(undefer(Memory.embedding))
+        query = query.add_columns(Memory.embedding)
+    elif settings.duplicate_threshold < 1.0:
+        # Near-duplicate pairs among the candidates, computed where the vectors are (no vector transfer).
+        # The cast detoasts each vector once (comparing stored vectors pairwise re-reads TOAST per pair).
+        cand = select(Memory.id.label("id"), cast(Memory.embedding, HALFVEC(EMBEDDING_DIM)).label("e")).select_from(
+            ids).join(
+            Memory, and_(Memory.id == ids.c.id, *scope.where())).cte("cand")
+        a, b = cand.alias("a"), cand.alias("b")
+        twins = (select(a.c.id, func.array_agg(b.c.id).label("twins"))
+                 .select_from(a.join(b, and_(a.c.id != b.c.id,
+                                             a.c.e.op("<=>", return_type=Float)(b.c.e)
+                                             <= 1.0 - settings.duplicate_threshold)))
+                 .group_by(a.c.id).cte("twins"))
+        query = query.add_columns(twins.c.twins).outerjoin(twins, twins.c.id == ids.c.id)
     rows = session.execute(query).all()
 
     ranked: list[Ranked] = []
-    memories: dict[uuid.UUID, Memory] = {}
-    for memory, d, s in rows:
-        memories[memory.id] = memory
+    memories: dict[uuid.UUID, Any] = {}
+    for row in rows:
+        memories[row.id] = row
         ranked.append(Ranked(
-            id=memory.id, dense_similarity=None if d is None else 1.0 - float(d),
-            sparse_score=None if s is None else float(s),
-            retention=retention_at(now, memory.last_accessed_at, memory.strength, settings.tau0_seconds),
-            importance=float(memory.importance), content_hash=memory.content_hash,
-            embedding=memory.embedding if with_embeddings else None,
+            id=row.id, dense_similarity=None if row.d is None else 1.0 - float(row.d),
+            sparse_score=None if row.s is None else float(row.s),
+            retention=retention_at(now, row.last_accessed_at, row.strength, settings.tau0_seconds),
+            importance=float(row.importance), content_hash=row.content_hash,
+            embedding=row.embedding if with_embeddings else None,
+            twins=frozenset(getattr(row, "twins", None) or ()),
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
                                         key=lambda c: (-c.dense_similarity, str(c.id))), start=1):  # type: ignore[operator]
@@ -199,6 +231,26 @@ def candidates(
                                         key=lambda c: (-c.sparse_score, str(c.id))), start=1):  # type: ignore[operator]
         c.sparse_rank = position
     return ranked, memories
+
+
+_QV_CACHE: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+_QV_LOCK = threading.Lock()
+_QV_SIZE = 2048
+
+
+def query_vector(embedder: Embedder, query_text: str) -> list[float]:
+    """The query's embedding; recent ones are kept (an agent asks about the same turn several times)."""
+    key = (embedder.name, query_text)
+    with _QV_LOCK:
+        if key in _QV_CACHE:
+            _QV_CACHE.move_to_end(key)
+            return _QV_CACHE[key]
+    vector = embedder.embed([query_text])[0].tolist()
+    with _QV_LOCK:
+        _QV_CACHE[key] = vector
+        while len(_QV_CACHE) > _QV_SIZE:
+            _QV_CACHE.popitem(last=False)
+    return vector
 
 
 def search(
@@ -210,12 +262,15 @@ def search(
     now = now or datetime.now(UTC)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    vector = embedder.embed([query_text])[0].tolist() if mode != "sparse" else None
+    vector = query_vector(embedder, query_text) if mode != "sparse" else None
     t1 = time.perf_counter()
-    terms = query_terms(session, query_text) if mode != "dense" else []
     pool_settings = settings.with_(dense_k=max(settings.dense_k, limit), sparse_k=max(settings.sparse_k, limit))
-    dedupe = settings.duplicate_threshold < 1.0 or settings.mmr_lambda < 1.0
-    ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=dedupe)
+    terms = prepare(session, query_text, pool_settings)
+    if mode == "dense":
+        terms = []
+    # MMR needs the vectors; plain near-duplicate removal only needs the pairs (computed in SQL).
+    diverse = settings.mmr_lambda < 1.0
+    ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=diverse)
     t2 = time.perf_counter()
     ordered = fuse(ranked, settings) if mode == "hybrid" else rrf_only(ranked, mode)
     hits, duplicates = mmr(ordered, limit, settings)

@@ -47,10 +47,12 @@ class RetrievalSettings:
     # --- context builder ----------------------------------------------------------------------
     context_candidates: int = 60  # ranked candidates the packer considers
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
-    # Derive a summary/gist on the fly (deterministic built-in) for memories that have none stored,
-    # only when the verbatim text is at least this many tokens (short texts gain nothing).
-    derive_min_tokens: int = 40
-    derive_fidelities: bool = True
+    # Fidelities derived on the fly (deterministic built-in) for memories that have none stored, only
+    # when the text is at least derive_min_tokens long. Gist only by default: the built-in extractive
+    # summary of a short chat turn can keep just its first clause ("[8 May 2023] Caroline."), which must
+    # not pass for a summary; stored summaries (lifecycle, LLM) are always offered.
+    derive_min_tokens: int = 24
+    derive_fidelities: tuple[str, ...] = ("gist",)
     profile_limit: int = 20  # profile/core memories considered for every context
     profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs
     # Neighbouring episodes (same session, adjacent in time) of the top hits join the candidates.
