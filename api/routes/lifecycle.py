@@ -44,12 +44,12 @@ def consolidate(
 
     def produce() -> jobs.JobAccepted:
         job_id, _ = schedule_consolidation(store.session, queue, scope, delay_s=0.0, reprocess=body_in.reprocess,
-                                           idempotency_key=None)
+                                           expedite=True)
         job = store.session.get(Job, job_id)
         assert job is not None
         return jobs.JobAccepted(job_id=job.id, status=job.status, job=jobs.job_out(job))
 
-    # An explicit request always gets its own job (not merged into a pending debounced one).
+    # A debounced job already waiting for this scope is brought forward instead of doubled.
     return commit_write(request, store.session, principal, body, 202, produce)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from memsvc import jobs
 from memsvc.lifecycle.consolidate import ConsolidationScope
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
-from memsvc.queue import JobQueue
+from memsvc.queue import JobQueue, enqueue_after_commit
 
 if TYPE_CHECKING:
     from memsvc.models import Memory
@@ -24,18 +24,26 @@ if TYPE_CHECKING:
 
 def schedule_consolidation(
     session: Session, queue: JobQueue | None, scope: ConsolidationScope, *, delay_s: float,
-    reprocess: bool = False, idempotency_key: str | None = None,
+    reprocess: bool = False, idempotency_key: str | None = None, expedite: bool = False,
 ) -> tuple[uuid.UUID, bool]:
     """A consolidation job for the scope in delay_s seconds; while one is still queued for the scope,
-    that one is returned instead (it will see this write too). Explicit requests (reprocess, or an
-    idempotency key) get their own job."""
-    explicit = reprocess or idempotency_key is not None or scope.session_id is not None
+    that one is returned instead (it will see this write too). expedite: an explicit request that
+    finds such a queued job moves it to now rather than adding a second job. Reprocessing, a
+    session-narrowed run or an idempotency key get their own job."""
+    separate = reprocess or idempotency_key is not None or scope.session_id is not None
+    now = datetime.now(UTC)
     job, created = jobs.create_job(
         session, tenant_id=scope.tenant_id, kind="consolidate", scope=scope.as_dict(),
         params={"reprocess": True} if reprocess else {},
-        debounce_key=None if explicit else scope.key(), idempotency_key=idempotency_key,
-        run_after=datetime.now(UTC) + timedelta(seconds=delay_s), queue=queue,
+        debounce_key=None if separate else scope.key(), idempotency_key=idempotency_key,
+        run_after=now + timedelta(seconds=delay_s), queue=queue,
     )
+    if not created and expedite and job.status == "queued" and (job.run_after is None or job.run_after > now):
+        job.run_after = now
+        session.flush()
+        if queue is not None:
+            # The debounced message still arrives later and finds the job done: a no-op.
+            enqueue_after_commit(session, queue, job.id, 0.0)
     return job.id, created
 
 
