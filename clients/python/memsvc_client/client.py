@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -25,32 +26,40 @@ from memsvc_client.models import (
     ApiKey,
     ApiKeyCreated,
     BatchResult,
+    ConsolidateQuery,
     ContextQuery,
     ContextResult,
     DeletionReport,
     Health,
+    Job,
+    JobAccepted,
+    JobPage,
     KeyCreate,
     Kind,
+    Lineage,
     Memory,
     MemoryPage,
     MemoryPatch,
     NewMemory,
+    Policy,
     Readiness,
+    RetentionCurve,
     Scope,
     ScopeSelector,
     SearchQuery,
     SearchResult,
+    Stats,
     Tenant,
     TenantCreate,
     Tier,
 )
 
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_URL = "http://127.0.0.1:8420"
 DEFAULT_MAX_BATCH = 1000
-_LIST_FILTERS = {"user_id", "agent_id", "session_id", "kind", "tier", "tag", "limit"}
 
 
 class _Unset:
@@ -96,6 +105,29 @@ def new_idempotency_key() -> str:
     return f"sdk-{uuid.uuid4()}"
 
 
+@dataclass(frozen=True)
+class Pages(Generic[M]):
+    """A cursor-paginated listing: where it is, which filters it takes, what a page looks like."""
+
+    path: str
+    page: type[M]
+    filters: frozenset[str]
+    max_limit: int = 200
+
+    def call(self, filters: Mapping[str, Any], limit: int, cursor: str | None) -> Call[M]:
+        unknown = sorted(set(filters) - self.filters)
+        if unknown:
+            raise invalid(f"unknown filter(s) {', '.join(unknown)}; use {', '.join(sorted(self.filters))}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= self.max_limit:
+            raise invalid(f"limit must be an integer from 1 to {self.max_limit}; got {limit!r}", "limit")
+        return Call("GET", self.path, parse_model(self.page), params={**filters, "limit": limit, "cursor": cursor})
+
+
+_MEMORY_PAGES = Pages("/v1/memories", MemoryPage, frozenset({"user_id", "agent_id", "session_id", "kind", "tier",
+                                                              "tag"}))
+_JOB_PAGES = Pages("/v1/jobs", JobPage, frozenset({"kind", "status"}))
+
+
 class _Api:
     """Every API call, defined once. Subclasses decide how a `Call` is executed."""
 
@@ -115,6 +147,9 @@ class _Api:
         self._target = Target(self.base_url, all_headers, self.retry_policy)
 
     def _call(self, call: Call[T]) -> T:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _iterate(self, pages: Pages[Any], filters: Mapping[str, Any], page_size: int) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def _write(self, method: str, path: str, parse: Callable[[httpx.Response], T], json: Any = None,
@@ -202,18 +237,13 @@ class _Api:
         limit: int = 50,
     ) -> MemoryPage:
         """One page, newest first; pass `page.next_cursor` as `cursor` for the next (or use iter_memories)."""
-        return self._call(self._list_call(
-            {"user_id": user_id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "tier": tier,
-             "tag": tag, "limit": limit}, cursor))
+        filters = {"user_id": user_id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "tier": tier,
+                   "tag": tag}
+        return self._call(_MEMORY_PAGES.call(filters, limit, cursor))
 
-    def _list_call(self, params: dict[str, Any], cursor: str | None) -> Call[MemoryPage]:
-        unknown = sorted(set(params) - _LIST_FILTERS)
-        if unknown:
-            raise invalid(f"unknown filter(s) {', '.join(unknown)}; use {', '.join(sorted(_LIST_FILTERS))}")
-        limit = params.get("limit")
-        if not isinstance(limit, int) or not 1 <= limit <= 200:
-            raise invalid(f"limit must be an integer from 1 to 200; got {limit!r}", "limit")
-        return Call("GET", "/v1/memories", parse_model(MemoryPage), params={**params, "cursor": cursor})
+    def iter_memories(self, *, page_size: int = 100, **filters: Any) -> Any:
+        """Every memory matching the filters of list_memories, page after page (`for` / `async for`)."""
+        return self._iterate(_MEMORY_PAGES, filters, page_size)
 
     def erase(
         self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
@@ -260,6 +290,70 @@ class _Api:
         }).body()
         return self._call(Call("POST", "/v1/context", parse_model(ContextResult), json=body))
 
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def consolidate(
+        self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
+        reprocess: bool | None = None, idempotency_key: str | None = None,
+    ) -> JobAccepted:
+        """Turn a scope's episodes into semantic facts in the background; follow the job with get_job."""
+        body = validated(ConsolidateQuery, {"user_id": user_id, "agent_id": agent_id, "session_id": session_id,
+                                            "reprocess": reprocess}).body()
+        return self._write("POST", "/v1/consolidate", parse_model(JobAccepted), body, idempotency_key)
+
+    def list_jobs(self, *, kind: str | None = None, status: JobStatus | None = None, cursor: str | None = None,
+                  limit: int = 50) -> JobPage:
+        """Background jobs, newest first (see iter_jobs)."""
+        return self._call(_JOB_PAGES.call({"kind": kind, "status": status}, limit, cursor))
+
+    def iter_jobs(self, *, page_size: int = 100, **filters: Any) -> Any:
+        """Every job matching the filters of list_jobs, page after page (`for` / `async for`)."""
+        return self._iterate(_JOB_PAGES, filters, page_size)
+
+    def get_job(self, job_id: str | uuid.UUID) -> Job:
+        return self._call(Call("GET", f"/v1/jobs/{as_uuid(job_id, 'job id')}", parse_model(Job)))
+
+    def feedback(self, memory_id: str | uuid.UUID, useful: bool) -> Memory:
+        """Say whether a memory helped: true reinforces it like a use, false weakens it."""
+        if not isinstance(useful, bool):
+            raise invalid("useful must be true or false", "useful")
+        # Not deduplicated by the server (a repeat would reinforce twice): retried only if it never left.
+        return self._call(Call("POST", f"/v1/memories/{as_uuid(memory_id)}/feedback", parse_model(Memory),
+                               json={"useful": useful}, retry_safe=False))
+
+    def retention(self, memory_id: str | uuid.UUID, *, horizon_days: float = 90.0, points: int = 50
+                  ) -> RetentionCurve:
+        """Retention now and over the next horizon_days if the memory is not used."""
+        if not 0 < horizon_days <= 36_500:
+            raise invalid("horizon_days must be in (0, 36500]", "horizon_days")
+        if not 2 <= points <= 1000:
+            raise invalid("points must be from 2 to 1000", "points")
+        return self._call(Call("GET", f"/v1/memories/{as_uuid(memory_id)}/retention", parse_model(RetentionCurve),
+                               params={"horizon_days": horizon_days, "points": points}))
+
+    def get_policy(self) -> Policy:
+        return self._call(Call("GET", "/v1/policy", parse_model(Policy)))
+
+    def set_policy(self, **fields: Any) -> Policy:
+        """Replace the lifecycle policy (fields left out take their defaults). Admin keys only."""
+        return self._call(Call("PUT", "/v1/policy", parse_model(Policy), json=fields))
+
+    def update_policy(self, **fields: Any) -> Policy:
+        """Change some fields of the lifecycle policy. Admin keys only."""
+        if not fields:
+            raise invalid("update_policy needs at least one field to change")
+        return self._call(Call("PATCH", "/v1/policy", parse_model(Policy), json=fields))
+
+    # ---- insight --------------------------------------------------------------------------------
+    def stats(self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None
+              ) -> Stats:
+        """Counts by tier and kind, and the ids with the most memories."""
+        params = validated(ScopeSelector, {"user_id": user_id, "agent_id": agent_id, "session_id": session_id})
+        return self._call(Call("GET", "/v1/stats", parse_model(Stats), params=params.body()))
+
+    def links(self, memory_id: str | uuid.UUID) -> Lineage:
+        """A memory's lineage both ways (derived_from, supersedes, merged_into)."""
+        return self._call(Call("GET", f"/v1/memories/{as_uuid(memory_id)}/links", parse_model(Lineage)))
+
     # ---- admin --------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> Tenant:
         """Root keys only. Not deduplicated by the server, so only retried when it never left."""
@@ -303,16 +397,19 @@ class MemsvcClient(_Api):
     def _call(self, call: Call[T]) -> T:
         return run_sync(call, self._http, self._target)
 
-    def iter_memories(self, *, page_size: int = 100, **filters: Any) -> Iterator[Memory]:
-        """Every memory matching the filters (see list_memories), fetching pages as needed."""
-        params = {**filters, "limit": page_size}
-        cursor: str | None = None
-        while True:
-            page = self._call(self._list_call(params, cursor))
-            yield from page.items
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+    def _iterate(self, pages: Pages[Any], filters: Mapping[str, Any], page_size: int) -> Iterator[Any]:
+        first = pages.call(filters, page_size, None)  # validate now, not at the first next()
+
+        def items() -> Iterator[Any]:
+            call = first
+            while True:
+                page = self._call(call)
+                yield from page.items
+                if not page.next_cursor:
+                    return
+                call = pages.call(filters, page_size, page.next_cursor)
+
+        return items()
 
     def close(self) -> None:
         if self._owns_http:
@@ -337,17 +434,20 @@ class AsyncMemsvcClient(_Api):
     def _call(self, call: Call[T]) -> T:
         return run_async(call, self._http, self._target)  # type: ignore[return-value]
 
-    async def iter_memories(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[Memory]:
-        """Every memory matching the filters (see list_memories), fetching pages as needed."""
-        params = {**filters, "limit": page_size}
-        cursor: str | None = None
-        while True:
-            page = await run_async(self._list_call(params, cursor), self._http, self._target)
-            for item in page.items:
-                yield item
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+    def _iterate(self, pages: Pages[Any], filters: Mapping[str, Any], page_size: int) -> AsyncIterator[Any]:
+        first = pages.call(filters, page_size, None)  # validate now, not at the first await
+
+        async def items() -> AsyncIterator[Any]:
+            call = first
+            while True:
+                page = await run_async(call, self._http, self._target)
+                for item in page.items:
+                    yield item
+                if not page.next_cursor:
+                    return
+                call = pages.call(filters, page_size, page.next_cursor)
+
+        return items()
 
     async def aclose(self) -> None:
         if self._owns_http:

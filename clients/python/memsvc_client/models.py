@@ -283,3 +283,113 @@ class Readiness(_Response):
     @property
     def ready(self) -> bool:
         return self.status == "ready"
+
+
+# ---- lifecycle: jobs, consolidation, policy, retention ----------------------------------------
+class ConsolidateQuery(_Request):
+    user_id: str | None = _ID
+    agent_id: str | None = _ID
+    session_id: str | None = _ID
+    reprocess: bool | None = None
+
+
+class Job(_Response):
+    id: uuid.UUID
+    kind: str
+    status: str = Field(description="queued | running | succeeded | failed")
+    scope: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    error: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    run_after: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+
+class JobPage(_Response):
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class JobAccepted(_Response):
+    job_id: uuid.UUID
+    status: str
+    job: Job
+
+
+class Policy(_Response):
+    """The tenant's lifecycle policy (forgetting curve, tier thresholds, TTL); the server validates it."""
+
+    tau0_days: float
+    alpha: float
+    max_strength: float
+    negative_feedback_factor: float
+    summary_threshold: float
+    gist_threshold: float
+    archive_threshold: float
+    min_age_hours: float
+    keep_originals: bool
+    ttl_days: int | None = None
+
+
+class RetentionPoint(_Response):
+    t_days: float
+    at: datetime
+    retention: float
+
+
+class RetentionCurve(_Response):
+    memory_id: uuid.UUID
+    tier: str
+    strength: float
+    importance: float
+    tau0_days: float
+    last_accessed_at: datetime
+    retention_now: float
+    points: list[RetentionPoint]
+
+
+# ---- dashboard data: stats and lineage ----------------------------------------------------------
+class TierKindCount(_Response):
+    tier: str
+    kind: str
+    count: int
+
+
+class ScopeValue(_Response):
+    value: str
+    count: int
+
+
+class Stats(_Response):
+    total: int
+    by_tier: dict[str, int] = Field(default_factory=dict)
+    by_kind: dict[str, int] = Field(default_factory=dict)
+    by_tier_kind: list[TierKindCount] = Field(default_factory=list)
+    top_scopes: dict[str, list[ScopeValue]] = Field(default_factory=dict)
+
+
+class LinkedMemory(_Response):
+    id: uuid.UUID
+    kind: str
+    tier: str
+    preview: str
+    occurred_at: datetime
+    valid_to: datetime | None = None
+
+
+class LineageLink(_Response):
+    relation: str = Field(description="derived_from | supersedes | merged_into")
+    direction: str = Field(description="out: this memory <relation> other; in: other <relation> this")
+    memory: LinkedMemory
+
+
+class Lineage(_Response):
+    memory_id: uuid.UUID
+    links: list[LineageLink]

@@ -42,6 +42,16 @@ ENDPOINTS = {
     ("POST", "/v1/admin/keys"): "create_key",
     ("GET", "/v1/admin/keys"): "list_keys",
     ("DELETE", "/v1/admin/keys/{key_id}"): "revoke_key",
+    ("POST", "/v1/consolidate"): "consolidate",
+    ("GET", "/v1/jobs"): "list_jobs",
+    ("GET", "/v1/jobs/{job_id}"): "get_job",
+    ("POST", "/v1/memories/{memory_id}/feedback"): "feedback",
+    ("GET", "/v1/memories/{memory_id}/retention"): "retention",
+    ("GET", "/v1/policy"): "get_policy",
+    ("PUT", "/v1/policy"): "set_policy",
+    ("PATCH", "/v1/policy"): "update_policy",
+    ("GET", "/v1/stats"): "stats",
+    ("GET", "/v1/memories/{memory_id}/links"): "links",
 }
 # Served by other clients on purpose: the OpenAI-compatible endpoint is for the `openai` package.
 NOT_IN_SDK = {("POST", "/v1/chat/completions")}
@@ -103,6 +113,34 @@ def test_context_fits_the_budget(app, mem: MemsvcClient) -> None:  # type: ignor
         mem.context("  ", budget_tokens=100)
     with pytest.raises(InvalidInputError, match="budget_tokens"):
         mem.context("q", budget_tokens=-1)
+
+
+def test_lifecycle_calls(mem: MemsvcClient) -> None:
+    first = mem.add("Pia started learning the cello.", user_id="pia", importance=0.4)
+    mem.add("Pia practises the cello every morning.", user_id="pia")
+    accepted = mem.consolidate(user_id="pia")
+    assert accepted.job.kind and accepted.job_id == accepted.job.id
+    assert mem.get_job(accepted.job_id).id == accepted.job_id
+    assert accepted.job_id in {j.id for j in mem.iter_jobs(page_size=1)}
+    assert all(j.id for j in mem.list_jobs(status="queued", limit=5).items)
+
+    stronger = mem.feedback(first.id, True)
+    assert stronger.strength > first.strength and stronger.access_count == first.access_count + 1
+    assert mem.feedback(first.id, False).strength < stronger.strength
+    curve = mem.retention(first.id, horizon_days=30, points=4)
+    assert len(curve.points) == 4 and curve.points[0].retention >= curve.points[-1].retention
+
+    policy = mem.update_policy(tau0_days=45)
+    assert policy.tau0_days == 45 and mem.get_policy().tau0_days == 45
+    with pytest.raises(InvalidInputError, match="summary > gist > archive"):
+        mem.update_policy(gist_threshold=0.9)
+    assert mem.set_policy().tau0_days == 30  # a PUT of nothing = the defaults
+
+    stats = mem.stats(user_id="pia")
+    assert stats.by_kind["episodic"] == 2 and stats.total >= 2  # (+ facts, if a worker consolidated already)
+    assert mem.links(first.id).links == []
+    with pytest.raises(InvalidInputError):
+        mem.feedback(first.id, "yes")  # type: ignore[arg-type]
 
 
 def test_iterator_walks_many_pages(mem: MemsvcClient) -> None:
@@ -185,6 +223,13 @@ def _offline_client() -> MemsvcClient:
     (lambda c: c.create_key([]), "scopes"),
     (lambda c: c.create_key(["superuser"]), "scopes"),
     (lambda c: c.revoke_key("k1"), "not a valid key id"),
+    (lambda c: c.get_job("j1"), "not a valid job id"),
+    (lambda c: c.list_jobs(limit=0), "limit"),
+    (lambda c: c.iter_jobs(colour="red"), "unknown filter"),
+    (lambda c: c.retention(uuid.uuid4(), points=1), "points"),
+    (lambda c: c.update_policy(), "at least one field"),
+    (lambda c: c.stats(user_id=""), "user_id"),
+    (lambda c: c.links("x"), "not a valid memory id"),
 ])
 def test_local_validation_sends_nothing(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with _offline_client() as client, pytest.raises(InvalidInputError) as error:
