@@ -250,3 +250,23 @@ def test_caller_supplied_http_client_is_left_unchanged(live_server, tenant_key: 
         client = MemsvcClient(live_server.url, tenant_key, http_client=http)
         assert client.add("shared http client").content == "shared http client"
         assert "authorization" not in http.headers and str(http.base_url) == ""
+
+
+def test_example_agent_loop_remembers_across_runs(live_server, tenant_key: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "agent_loop.py"
+    env = {**os.environ, "MEMSVC_URL": live_server.url, "MEMSVC_API_KEY": tenant_key, "AGENT_USER": "quinn",
+           "PYTHONPATH": str(script.parents[1])}
+
+    def run(*messages: str) -> str:
+        done = subprocess.run([sys.executable, str(script), *messages], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "don't recall anything" in run("My favourite tea is genmaicha.")
+    assert "genmaicha" in run("Which tea should I buy?")  # a new process: the memory came from the server
