@@ -28,6 +28,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from memsvc_client import AsyncMemsvcClient, MemsvcError, NotFoundError
 
+from memsvc import __version__
+
 log = logging.getLogger("memsvc.mcp")
 
 DEFAULT_URL = "http://127.0.0.1:8420"
@@ -70,7 +72,7 @@ def build_server(config: McpConfig) -> MCPServer:
         async with httpx.AsyncClient(timeout=60.0) as http:
             yield http
 
-    server = MCPServer("memsvc", instructions=INSTRUCTIONS, lifespan=lifespan)
+    server = MCPServer("memsvc", instructions=INSTRUCTIONS, lifespan=lifespan, version=__version__)
 
     def client(ctx: Context) -> AsyncMemsvcClient:
         key = config.api_key

@@ -16,12 +16,15 @@ from memsvc_client.errors import (  # noqa: E402
     MemsvcConnectionError,
     MemsvcError,
     MemsvcTimeoutError,
+    ModelError,
+    ModelOutputError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
+    TokenizerUnavailableError,
 )
 from memsvc_client.models import (  # noqa: E402
     ApiKey,
@@ -48,10 +51,10 @@ from memsvc_client.models import (  # noqa: E402
 
 __all__ = [
     "APIError", "ApiKey", "ApiKeyCreated", "AsyncMemsvcClient", "AuthenticationError", "BadRequestError",
-    "BatchResult", "Call", "ContextResult", "ConflictError", "DeletionReport", "EmbeddingDimensionError", "Health",
+    "BatchResult", "Call", "ConflictError", "ContextResult", "DeletionReport", "EmbeddingDimensionError", "Health",
     "IdempotencyKeyReusedError", "InvalidCursorError", "InvalidInputError", "Job", "JobAccepted", "JobPage",
-    "Lineage", "Memory", "MemoryPage",
-    "MemsvcClient", "MemsvcConnectionError", "MemsvcError", "MemsvcTimeoutError", "NewMemory", "NotFoundError",
-    "PayloadTooLargeError", "PermissionDeniedError", "Policy", "RateLimitError", "Readiness", "RetentionCurve",
-    "RetryPolicy", "SearchHit", "SearchResult", "ServerError", "ServiceUnavailableError", "Stats", "Tenant", "UNSET",
+    "Lineage", "Memory", "MemoryPage", "MemsvcClient", "MemsvcConnectionError", "MemsvcError", "MemsvcTimeoutError",
+    "ModelError", "ModelOutputError", "NewMemory", "NotFoundError", "PayloadTooLargeError", "PermissionDeniedError",
+    "Policy", "RateLimitError", "Readiness", "RetentionCurve", "RetryPolicy", "SearchHit", "SearchResult",
+    "ServerError", "ServiceUnavailableError", "Stats", "Tenant", "TokenizerUnavailableError", "UNSET"
 ]

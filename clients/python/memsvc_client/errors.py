@@ -100,6 +100,22 @@ class ServiceUnavailableError(ServerError):
     code = "unavailable"
 
 
+class TokenizerUnavailableError(ServiceUnavailableError):
+    """The server knows the model's tokenizer but does not have its files installed."""
+
+    code = "tokenizer_unavailable"
+
+
+class ModelError(ServerError):
+    """The server's LLM (consolidation, summaries) failed or answered unusably."""
+
+    code = "llm_call_failed"
+
+
+class ModelOutputError(ModelError):
+    code = "llm_output_invalid"
+
+
 class MemsvcConnectionError(MemsvcError):
     """The server could not be reached (after the retries)."""
 
@@ -115,7 +131,7 @@ _BY_CODE: dict[str, type[APIError]] = {
     for cls in (
         BadRequestError, InvalidCursorError, InvalidInputError, EmbeddingDimensionError, AuthenticationError,
         PermissionDeniedError, NotFoundError, ConflictError, IdempotencyKeyReusedError, PayloadTooLargeError,
-        RateLimitError, ServerError, ServiceUnavailableError,
+        RateLimitError, ServerError, ServiceUnavailableError, TokenizerUnavailableError, ModelError, ModelOutputError,
     )
 }
 _BY_CODE.update({"invalid_id": InvalidInputError, "invalid_json": BadRequestError})

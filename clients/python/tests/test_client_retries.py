@@ -95,6 +95,21 @@ def test_write_without_server_dedup_is_not_retried_once_it_may_have_arrived() ->
     assert isinstance(gen.throw(httpx.ConnectError("refused")), Sleep)
 
 
+@pytest.mark.parametrize("status, code, cls", [
+    (400, "invalid_cursor", "InvalidCursorError"), (409, "idempotency_key_reused", "IdempotencyKeyReusedError"),
+    (422, "embedding_dimension_mismatch", "EmbeddingDimensionError"), (422, "invalid_id", "InvalidInputError"),
+    (503, "tokenizer_unavailable", "TokenizerUnavailableError"), (502, "llm_output_invalid", "ModelOutputError"),
+    (418, "teapot", "APIError"), (409, "brand_new_code", "ConflictError"), (504, "whatever", "ServerError"),
+])
+def test_each_code_has_its_exception_and_unknown_codes_fall_back_by_status(status: int, code: str, cls: str) -> None:
+    import memsvc_client
+    from memsvc_client.errors import error_from_response
+
+    error = error_from_response(_error(status, code, "the server's words"))
+    assert type(error) is getattr(memsvc_client, cls)
+    assert (error.status, error.code, error.message) == (status, code, "the server's words")
+
+
 def test_errors_without_a_json_body_keep_status_and_text() -> None:
     gen = _start(Call("GET", "/v1/memories", _json, retries=False))
     with pytest.raises(ServerError, match="Bad Gateway: upstream died") as error:
