@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import RunnableLambda
-from langchain_core.runnables.history import RunnableWithMessageHistory
-from memsvc_client import AsyncMemsvcClient, MemsvcClient
+import pytest
 
-from memsvc.integrations.langchain import MemsvcChatMessageHistory, MemsvcRetriever
-from tests.live_server import *  # noqa: F403  (the live_server fixture)
-from tests.live_server import LiveServer
+# langchain-core is an optional extra (memsvc[langchain]); without it these tests are reported as skipped.
+pytest.importorskip("langchain_core", reason="optional extra: pip install langchain-core")
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: E402
+from langchain_core.runnables import RunnableLambda  # noqa: E402
+from langchain_core.runnables.history import RunnableWithMessageHistory  # noqa: E402
+from memsvc_client import AsyncMemsvcClient, MemsvcClient  # noqa: E402
+
+from memsvc.integrations.langchain import MemsvcChatMessageHistory, MemsvcRetriever  # noqa: E402
+from tests.live_server import *  # noqa: E402, F403  (the live_server fixture)
+from tests.live_server import LiveServer  # noqa: E402
 
 
 def test_chat_history_keeps_order_roles_and_sessions(live_server: LiveServer, make_tenant) -> None:  # type: ignore[no-untyped-def]

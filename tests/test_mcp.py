@@ -12,15 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 
-from memsvc.mcp_server import McpConfig, build_server
-from tests.live_server import *  # noqa: F403  (the live_server fixture)
-from tests.live_server import LiveServer
+# `mcp` is an optional extra (memsvc[mcp]); without it these tests are reported as skipped, not passed.
+pytest.importorskip("mcp", reason="optional extra: pip install 'mcp>=2.3'")
+
+import httpx2  # noqa: E402  (comes with mcp)
+from mcp import Client  # noqa: E402
+from mcp.client.stdio import StdioServerParameters  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+from memsvc.mcp_server import McpConfig, build_server  # noqa: E402
+from tests.live_server import *  # noqa: E402, F403  (the live_server fixture)
+from tests.live_server import LiveServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {"remember", "recall", "get_context", "forget"}
