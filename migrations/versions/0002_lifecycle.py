@@ -3,7 +3,9 @@
 - memories.embedding_half halfvec(384): an archived memory's vector moves here (half the bytes) and
   leaves the full-precision HNSW index (embedding := NULL, which HNSW does not index). A binary-
   quantized HNSW index over it finds candidates for "include archived" searches, which are then
-  re-scored exactly on the half-precision vectors.
+  re-scored exactly on the half-precision vectors. A small graph (m 8, ef_construction 32) because
+  every archived row is one insert into it: measured here 0.29 ms per row vs 1.3 ms at m 16 /
+  ef_construction 64; the exact re-score over an oversampled candidate list makes up for it.
 - memories.consolidated_at: when consolidation took this episode in. Deliberately not indexed (see
   below); consolidation finds a scope's waiting episodes through the scope index.
 - memories.original_dropped_at: set when a tenant policy with keep_originals=false replaced the
@@ -44,7 +46,7 @@ def upgrade() -> None:
     op.add_column("memories", sa.Column("original_dropped_at", TS, nullable=True))
     op.execute(
         "CREATE INDEX ix_memories_embedding_bq ON memories USING hnsw "
-        "((binary_quantize(embedding_half)::bit(384)) bit_hamming_ops) WITH (m = 16, ef_construction = 64)"
+        "((binary_quantize(embedding_half)::bit(384)) bit_hamming_ops) WITH (m = 8, ef_construction = 32)"
     )
     op.drop_index("ix_memories_tier", table_name="memories")
     op.execute("ALTER TABLE memories SET (fillfactor = 70)")
