@@ -1,25 +1,33 @@
 """`MemsvcClient` (sync) and `AsyncMemsvcClient` (async): one definition of every call serves both.
 
-Each public method of `_Api` validates its input locally, builds a `Call` (a description of the
-request and of how to read the answer) and hands it to `self._call`. The sync client executes the
-call and returns the result; the async client returns a coroutine of the same result. Adding an
-endpoint = adding one method here.
+Each public method of `_Api` is defined once: it validates its input locally and returns a `Call`
+(what to send, how to read the answer). `@endpoint` makes it a method that executes that call: the
+sync client returns the result, the async client an awaitable of it (see _binding). Adding an
+endpoint = adding one such method here.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel
-from pydantic import ValidationError as PydanticValidationError
 
 from memsvc_client import __version__
+from memsvc_client._binding import (
+    Pages,
+    PageWalk,
+    as_uuid,
+    endpoint,
+    paginated,
+    parse_list,
+    parse_model,
+    validated,
+    write,
+)
 from memsvc_client._protocol import Call, RetryPolicy, Target, run_async, run_sync
 from memsvc_client.errors import InvalidInputError, invalid
 from memsvc_client.models import (
@@ -56,7 +64,6 @@ from memsvc_client.models import (
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_URL = "http://127.0.0.1:8420"
 DEFAULT_MAX_BATCH = 1000
@@ -69,67 +76,13 @@ class _Unset:
 
 UNSET: Any = _Unset()  # "leave this field as it is" in update()
 
-
-def validated(model: type[M], data: Mapping[str, Any]) -> M:
-    """Build a request model; a local mistake raises InvalidInputError before anything is sent."""
-    try:
-        return model.model_validate(dict(data))
-    except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        raise InvalidInputError(
-            f"{where}: {message}",
-            details=[{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()],
-        ) from None
-
-
-def as_uuid(value: str | uuid.UUID, what: str = "memory id") -> str:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    try:
-        return str(uuid.UUID(str(value)))
-    except (ValueError, AttributeError, TypeError):
-        raise invalid(f"{value!r} is not a valid {what} (expected a UUID)", what.replace(" ", "_")) from None
-
-
-def parse_model(model: type[M]) -> Callable[[httpx.Response], M]:
-    return lambda response: model.model_validate(response.json())
-
-
-def parse_list(model: type[M]) -> Callable[[httpx.Response], list[M]]:
-    return lambda response: [model.model_validate(item) for item in response.json()]
-
-
-def new_idempotency_key() -> str:
-    return f"sdk-{uuid.uuid4()}"
-
-
-@dataclass(frozen=True)
-class Pages(Generic[M]):
-    """A cursor-paginated listing: where it is, which filters it takes, what a page looks like."""
-
-    path: str
-    page: type[M]
-    filters: frozenset[str]
-    max_limit: int = 200
-
-    def call(self, filters: Mapping[str, Any], limit: int, cursor: str | None) -> Call[M]:
-        unknown = sorted(set(filters) - self.filters)
-        if unknown:
-            raise invalid(f"unknown filter(s) {', '.join(unknown)}; use {', '.join(sorted(self.filters))}")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= self.max_limit:
-            raise invalid(f"limit must be an integer from 1 to {self.max_limit}; got {limit!r}", "limit")
-        return Call("GET", self.path, parse_model(self.page), params={**filters, "limit": limit, "cursor": cursor})
-
-
 _MEMORY_PAGES = Pages("/v1/memories", MemoryPage, frozenset({"user_id", "agent_id", "session_id", "kind", "tier",
                                                               "tag"}))
 _JOB_PAGES = Pages("/v1/jobs", JobPage, frozenset({"kind", "status"}))
 
 
 class _Api:
-    """Every API call, defined once. Subclasses decide how a `Call` is executed."""
+    """Every API call, defined once (each returns a `Call`); the two clients execute them."""
 
     def __init__(
         self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
@@ -146,35 +99,32 @@ class _Api:
             all_headers["Authorization"] = f"Bearer {self.api_key}"
         self._target = Target(self.base_url, all_headers, self.retry_policy)
 
-    def _call(self, call: Call[T]) -> T:  # pragma: no cover - overridden
+    def _call(self, call: Call[T]) -> Any:  # pragma: no cover - the clients execute calls
         raise NotImplementedError
 
-    def _iterate(self, pages: Pages[Any], filters: Mapping[str, Any], page_size: int) -> Any:  # pragma: no cover
+    def _walk(self, walk: PageWalk[T]) -> Any:  # pragma: no cover - the clients walk pages
         raise NotImplementedError
-
-    def _write(self, method: str, path: str, parse: Callable[[httpx.Response], T], json: Any = None,
-               idempotency_key: str | None = None) -> T:
-        """A write the server deduplicates: one Idempotency-Key for all the retries of this call."""
-        return self._call(Call(method, path, parse, json=json,
-                               idempotency_key=idempotency_key or new_idempotency_key()))
 
     # ---- health -------------------------------------------------------------------------------
-    def health(self) -> Health:
+    @endpoint
+    def health(self) -> Call[Health]:
         """Liveness (`GET /healthz`)."""
-        return self._call(Call("GET", "/healthz", parse_model(Health)))
+        return Call("GET", "/healthz", parse_model(Health))
 
-    def ready(self) -> Readiness:
+    @endpoint
+    def ready(self) -> Call[Readiness]:
         """Readiness (`GET /readyz`); `.ready` is False while the database is unavailable (no retries)."""
-        return self._call(Call("GET", "/readyz", parse_model(Readiness), accept=frozenset({503}), retries=False))
+        return Call("GET", "/readyz", parse_model(Readiness), accept=frozenset({503}), retries=False)
 
     # ---- memories -----------------------------------------------------------------------------
+    @endpoint
     def add(
         self, content: str, *, kind: Kind = "episodic", user_id: str | None = None, agent_id: str | None = None,
         session_id: str | None = None, importance: float = 0.5, occurred_at: datetime | None = None,
         valid_from: datetime | None = None, valid_to: datetime | None = None,
         metadata: Mapping[str, Any] | None = None, tags: Sequence[str] | None = None,
         embedding: Sequence[float] | None = None, idempotency_key: str | None = None,
-    ) -> Memory:
+    ) -> Call[Memory]:
         """Store one memory (embedded by the server unless `embedding` is given)."""
         item = validated(NewMemory, {
             "content": content, "kind": kind, "user_id": user_id, "agent_id": agent_id, "session_id": session_id,
@@ -182,11 +132,12 @@ class _Api:
             "metadata": dict(metadata or {}), "tags": list(tags or []),
             "embedding": list(embedding) if embedding is not None else None,
         })
-        return self._write("POST", "/v1/memories", parse_model(Memory), item.body(), idempotency_key)
+        return write("POST", "/v1/memories", parse_model(Memory), item.body(), idempotency_key)
 
+    @endpoint
     def add_batch(
         self, items: Sequence[NewMemory | Mapping[str, Any]], *, idempotency_key: str | None = None
-    ) -> BatchResult:
+    ) -> Call[BatchResult]:
         """Store 1-1,000 memories, all or nothing. Retries never store a memory twice."""
         if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
             raise invalid("items must be a list of memories", "items")
@@ -202,18 +153,20 @@ class _Api:
                 raise InvalidInputError(f"items[{index}].{exc.message}; nothing was sent",
                                         details={"index": index, "errors": exc.details}) from None
             bodies.append(model.body())
-        return self._write("POST", "/v1/memories/batch", parse_model(BatchResult), {"items": bodies},
+        return write("POST", "/v1/memories/batch", parse_model(BatchResult), {"items": bodies},
                            idempotency_key)
 
-    def get(self, memory_id: str | uuid.UUID) -> Memory:
-        return self._call(Call("GET", f"/v1/memories/{as_uuid(memory_id)}", parse_model(Memory)))
+    @endpoint
+    def get(self, memory_id: str | uuid.UUID) -> Call[Memory]:
+        return Call("GET", f"/v1/memories/{as_uuid(memory_id)}", parse_model(Memory))
 
+    @endpoint
     def update(
         self, memory_id: str | uuid.UUID, *, content: str = UNSET, kind: Kind = UNSET, importance: float = UNSET,
         occurred_at: datetime = UNSET, valid_from: datetime | None = UNSET, valid_to: datetime | None = UNSET,
         metadata: Mapping[str, Any] = UNSET, tags: Sequence[str] = UNSET, embedding: Sequence[float] = UNSET,
         idempotency_key: str | None = None,
-    ) -> Memory:
+    ) -> Call[Memory]:
         """Change the given fields only (new content is re-embedded by the server)."""
         given = {name: value for name, value in {
             "content": content, "kind": kind, "importance": importance, "occurred_at": occurred_at,
@@ -224,43 +177,53 @@ class _Api:
             raise invalid("update needs at least one field to change")
         patch = validated(MemoryPatch, given)
         path = f"/v1/memories/{as_uuid(memory_id)}"
-        return self._write("PATCH", path, parse_model(Memory), patch.body(), idempotency_key)
+        return write("PATCH", path, parse_model(Memory), patch.body(), idempotency_key)
 
-    def delete(self, memory_id: str | uuid.UUID, *, idempotency_key: str | None = None) -> DeletionReport:
+    @endpoint
+    def delete(self, memory_id: str | uuid.UUID, *, idempotency_key: str | None = None) -> Call[DeletionReport]:
         """Delete one memory; the report lists derived memories that went with it."""
         path = f"/v1/memories/{as_uuid(memory_id)}"
-        return self._write("DELETE", path, parse_model(DeletionReport), None, idempotency_key)
+        return write("DELETE", path, parse_model(DeletionReport), None, idempotency_key)
 
+    @endpoint
     def list_memories(
         self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
         kind: Kind | None = None, tier: Tier | None = None, tag: str | None = None, cursor: str | None = None,
         limit: int = 50,
-    ) -> MemoryPage:
+    ) -> Call[MemoryPage]:
         """One page, newest first; pass `page.next_cursor` as `cursor` for the next (or use iter_memories)."""
         filters = {"user_id": user_id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "tier": tier,
                    "tag": tag}
-        return self._call(_MEMORY_PAGES.call(filters, limit, cursor))
+        return _MEMORY_PAGES.call(filters, limit, cursor)
 
-    def iter_memories(self, *, page_size: int = 100, **filters: Any) -> Any:
-        """Every memory matching the filters of list_memories, page after page (`for` / `async for`)."""
-        return self._iterate(_MEMORY_PAGES, filters, page_size)
+    @paginated
+    def iter_memories(
+        self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
+        kind: Kind | None = None, tier: Tier | None = None, tag: str | None = None, page_size: int = 100,
+    ) -> PageWalk[Memory]:
+        """Every memory matching the filters, newest first, page after page (`for` / `async for`)."""
+        filters = {"user_id": user_id, "agent_id": agent_id, "session_id": session_id, "kind": kind, "tier": tier,
+                   "tag": tag}
+        return PageWalk(_MEMORY_PAGES, filters, page_size)
 
+    @endpoint
     def erase(
         self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> DeletionReport:
+    ) -> Call[DeletionReport]:
         """Delete every memory of a user, agent and/or session (name at least one)."""
         if user_id is None and agent_id is None and session_id is None:
             raise invalid("name at least one of user_id, agent_id, session_id to erase")
         selector = validated(ScopeSelector, {"user_id": user_id, "agent_id": agent_id, "session_id": session_id})
-        return self._write("POST", "/v1/erase", parse_model(DeletionReport), selector.body(), idempotency_key)
+        return write("POST", "/v1/erase", parse_model(DeletionReport), selector.body(), idempotency_key)
 
     # ---- retrieval ----------------------------------------------------------------------------
+    @endpoint
     def search(
         self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
         session_id: str | None = None, kinds: Sequence[Kind] | None = None, tags: Sequence[str] | None = None,
         limit: int = 10, **filters: Any,
-    ) -> SearchResult:
+    ) -> Call[SearchResult]:
         """Hybrid (vector + full text) search; each hit says which signal put it there.
 
         `filters`: occurred_after, occurred_before, as_of, include_superseded, include_archived, mode.
@@ -270,14 +233,15 @@ class _Api:
             "kinds": list(kinds) if kinds else None, "tags": list(tags) if tags else None, "limit": limit,
             **filters,
         }).body()
-        return self._call(Call("POST", "/v1/search", parse_model(SearchResult), json=body))
+        return Call("POST", "/v1/search", parse_model(SearchResult), json=body)
 
+    @endpoint
     def context(
         self, query: str | None = None, *, budget_tokens: int, model: str = "cl100k_base",
         messages: Sequence[Mapping[str, str]] | None = None, user_id: str | None = None,
         agent_id: str | None = None, session_id: str | None = None, kinds: Sequence[Kind] | None = None,
         tags: Sequence[str] | None = None, **options: Any,
-    ) -> ContextResult:
+    ) -> Call[ContextResult]:
         """The best context for `query` (or the recent `messages`) within `budget_tokens` of `model`.
 
         `options`: sections, format, max_candidates and the search filters (see `search`).
@@ -288,85 +252,100 @@ class _Api:
             "session_id": session_id, "kinds": list(kinds) if kinds else None, "tags": list(tags) if tags else None,
             **options,
         }).body()
-        return self._call(Call("POST", "/v1/context", parse_model(ContextResult), json=body))
+        return Call("POST", "/v1/context", parse_model(ContextResult), json=body)
 
     # ---- lifecycle ----------------------------------------------------------------------------
+    @endpoint
     def consolidate(
         self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
         reprocess: bool | None = None, idempotency_key: str | None = None,
-    ) -> JobAccepted:
+    ) -> Call[JobAccepted]:
         """Turn a scope's episodes into semantic facts in the background; follow the job with get_job."""
         body = validated(ConsolidateQuery, {"user_id": user_id, "agent_id": agent_id, "session_id": session_id,
                                             "reprocess": reprocess}).body()
-        return self._write("POST", "/v1/consolidate", parse_model(JobAccepted), body, idempotency_key)
+        return write("POST", "/v1/consolidate", parse_model(JobAccepted), body, idempotency_key)
 
+    @endpoint
     def list_jobs(self, *, kind: str | None = None, status: JobStatus | None = None, cursor: str | None = None,
-                  limit: int = 50) -> JobPage:
+                  limit: int = 50) -> Call[JobPage]:
         """Background jobs, newest first (see iter_jobs)."""
-        return self._call(_JOB_PAGES.call({"kind": kind, "status": status}, limit, cursor))
+        return _JOB_PAGES.call({"kind": kind, "status": status}, limit, cursor)
 
-    def iter_jobs(self, *, page_size: int = 100, **filters: Any) -> Any:
-        """Every job matching the filters of list_jobs, page after page (`for` / `async for`)."""
-        return self._iterate(_JOB_PAGES, filters, page_size)
+    @paginated
+    def iter_jobs(self, *, kind: str | None = None, status: JobStatus | None = None, page_size: int = 100
+                  ) -> PageWalk[Job]:
+        """Every job matching the filters, newest first, page after page (`for` / `async for`)."""
+        return PageWalk(_JOB_PAGES, {"kind": kind, "status": status}, page_size)
 
-    def get_job(self, job_id: str | uuid.UUID) -> Job:
-        return self._call(Call("GET", f"/v1/jobs/{as_uuid(job_id, 'job id')}", parse_model(Job)))
+    @endpoint
+    def get_job(self, job_id: str | uuid.UUID) -> Call[Job]:
+        return Call("GET", f"/v1/jobs/{as_uuid(job_id, 'job id')}", parse_model(Job))
 
-    def feedback(self, memory_id: str | uuid.UUID, useful: bool) -> Memory:
+    @endpoint
+    def feedback(self, memory_id: str | uuid.UUID, useful: bool) -> Call[Memory]:
         """Say whether a memory helped: true reinforces it like a use, false weakens it."""
         if not isinstance(useful, bool):
             raise invalid("useful must be true or false", "useful")
         # Not deduplicated by the server (a repeat would reinforce twice): retried only if it never left.
-        return self._call(Call("POST", f"/v1/memories/{as_uuid(memory_id)}/feedback", parse_model(Memory),
-                               json={"useful": useful}, retry_safe=False))
+        return Call("POST", f"/v1/memories/{as_uuid(memory_id)}/feedback", parse_model(Memory),
+                               json={"useful": useful}, retry_safe=False)
 
+    @endpoint
     def retention(self, memory_id: str | uuid.UUID, *, horizon_days: float = 90.0, points: int = 50
-                  ) -> RetentionCurve:
+                  ) -> Call[RetentionCurve]:
         """Retention now and over the next horizon_days if the memory is not used."""
         if not 0 < horizon_days <= 36_500:
             raise invalid("horizon_days must be in (0, 36500]", "horizon_days")
         if not 2 <= points <= 1000:
             raise invalid("points must be from 2 to 1000", "points")
-        return self._call(Call("GET", f"/v1/memories/{as_uuid(memory_id)}/retention", parse_model(RetentionCurve),
-                               params={"horizon_days": horizon_days, "points": points}))
+        return Call("GET", f"/v1/memories/{as_uuid(memory_id)}/retention", parse_model(RetentionCurve),
+                               params={"horizon_days": horizon_days, "points": points})
 
-    def get_policy(self) -> Policy:
-        return self._call(Call("GET", "/v1/policy", parse_model(Policy)))
+    @endpoint
+    def get_policy(self) -> Call[Policy]:
+        return Call("GET", "/v1/policy", parse_model(Policy))
 
-    def set_policy(self, **fields: Any) -> Policy:
+    @endpoint
+    def set_policy(self, **fields: Any) -> Call[Policy]:
         """Replace the lifecycle policy (fields left out take their defaults). Admin keys only."""
-        return self._call(Call("PUT", "/v1/policy", parse_model(Policy), json=fields))
+        return Call("PUT", "/v1/policy", parse_model(Policy), json=fields)
 
-    def update_policy(self, **fields: Any) -> Policy:
+    @endpoint
+    def update_policy(self, **fields: Any) -> Call[Policy]:
         """Change some fields of the lifecycle policy. Admin keys only."""
         if not fields:
             raise invalid("update_policy needs at least one field to change")
-        return self._call(Call("PATCH", "/v1/policy", parse_model(Policy), json=fields))
+        return Call("PATCH", "/v1/policy", parse_model(Policy), json=fields)
 
     # ---- insight --------------------------------------------------------------------------------
+    @endpoint
     def stats(self, *, user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None
-              ) -> Stats:
+              ) -> Call[Stats]:
         """Counts by tier and kind, and the ids with the most memories."""
         params = validated(ScopeSelector, {"user_id": user_id, "agent_id": agent_id, "session_id": session_id})
-        return self._call(Call("GET", "/v1/stats", parse_model(Stats), params=params.body()))
+        return Call("GET", "/v1/stats", parse_model(Stats), params=params.body())
 
-    def links(self, memory_id: str | uuid.UUID) -> Lineage:
+    @endpoint
+    def links(self, memory_id: str | uuid.UUID) -> Call[Lineage]:
         """A memory's lineage both ways (derived_from, supersedes, merged_into)."""
-        return self._call(Call("GET", f"/v1/memories/{as_uuid(memory_id)}/links", parse_model(Lineage)))
+        return Call("GET", f"/v1/memories/{as_uuid(memory_id)}/links", parse_model(Lineage))
 
     # ---- admin --------------------------------------------------------------------------------
-    def create_tenant(self, name: str) -> Tenant:
+    @endpoint
+    def create_tenant(self, name: str) -> Call[Tenant]:
         """Root keys only. Not deduplicated by the server, so only retried when it never left."""
         body = validated(TenantCreate, {"name": name}).body()
-        return self._call(Call("POST", "/v1/admin/tenants", parse_model(Tenant), json=body, retry_safe=False))
+        return Call("POST", "/v1/admin/tenants", parse_model(Tenant), json=body, retry_safe=False)
 
-    def list_tenants(self) -> list[Tenant]:
-        return self._call(Call("GET", "/v1/admin/tenants", parse_list(Tenant)))
+    @endpoint
+    def list_tenants(self) -> Call[list[Tenant]]:
+        return Call("GET", "/v1/admin/tenants", parse_list(Tenant))
 
+    @endpoint
     def create_key(
         self, scopes: Sequence[Scope], *, name: str = "", user_ids: Sequence[str] | None = None,
         agent_ids: Sequence[str] | None = None, tenant_id: str | uuid.UUID | None = None,
-    ) -> ApiKeyCreated:
+    ) -> Call[ApiKeyCreated]:
         """A new API key; its secret is in `.key`, once."""
         if isinstance(scopes, str):
             scopes = [scopes]  # type: ignore[list-item]
@@ -375,14 +354,16 @@ class _Api:
             "agent_ids": list(agent_ids) if agent_ids is not None else None,
             "tenant_id": as_uuid(tenant_id, "tenant id") if tenant_id is not None else None,
         }).body()
-        return self._call(Call("POST", "/v1/admin/keys", parse_model(ApiKeyCreated), json=body, retry_safe=False))
+        return Call("POST", "/v1/admin/keys", parse_model(ApiKeyCreated), json=body, retry_safe=False)
 
-    def list_keys(self) -> list[ApiKey]:
-        return self._call(Call("GET", "/v1/admin/keys", parse_list(ApiKey)))
+    @endpoint
+    def list_keys(self) -> Call[list[ApiKey]]:
+        return Call("GET", "/v1/admin/keys", parse_list(ApiKey))
 
-    def revoke_key(self, key_id: str | uuid.UUID) -> ApiKey:
+    @endpoint
+    def revoke_key(self, key_id: str | uuid.UUID) -> Call[ApiKey]:
         # Revoking twice is harmless, so retries are safe without a key.
-        return self._call(Call("DELETE", f"/v1/admin/keys/{as_uuid(key_id, 'key id')}", parse_model(ApiKey)))
+        return Call("DELETE", f"/v1/admin/keys/{as_uuid(key_id, 'key id')}", parse_model(ApiKey))
 
 
 class MemsvcClient(_Api):
@@ -397,19 +378,12 @@ class MemsvcClient(_Api):
     def _call(self, call: Call[T]) -> T:
         return run_sync(call, self._http, self._target)
 
-    def _iterate(self, pages: Pages[Any], filters: Mapping[str, Any], page_size: int) -> Iterator[Any]:
-        first = pages.call(filters, page_size, None)  # validate now, not at the first next()
-
-        def items() -> Iterator[Any]:
-            call = first
-            while True:
-                page = self._call(call)
-                yield from page.items
-                if not page.next_cursor:
-                    return
-                call = pages.call(filters, page_size, page.next_cursor)
-
-        return items()
+    def _walk(self, walk: PageWalk[T]) -> Iterator[T]:
+        call: Call[Any] | None = walk.first()
+        while call is not None:
+            page = self._call(call)
+            yield from page.items
+            call = walk.after(page)
 
     def close(self) -> None:
         if self._owns_http:
@@ -431,23 +405,16 @@ class AsyncMemsvcClient(_Api):
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=self.timeout)
 
-    def _call(self, call: Call[T]) -> T:
-        return run_async(call, self._http, self._target)  # type: ignore[return-value]
+    async def _call(self, call: Call[T]) -> T:
+        return await run_async(call, self._http, self._target)
 
-    def _iterate(self, pages: Pages[Any], filters: Mapping[str, Any], page_size: int) -> AsyncIterator[Any]:
-        first = pages.call(filters, page_size, None)  # validate now, not at the first await
-
-        async def items() -> AsyncIterator[Any]:
-            call = first
-            while True:
-                page = await run_async(call, self._http, self._target)
-                for item in page.items:
-                    yield item
-                if not page.next_cursor:
-                    return
-                call = pages.call(filters, page_size, page.next_cursor)
-
-        return items()
+    async def _walk(self, walk: PageWalk[T]) -> AsyncIterator[T]:
+        call: Call[Any] | None = walk.first()
+        while call is not None:
+            page = await self._call(call)
+            for item in page.items:
+                yield item
+            call = walk.after(page)
 
     async def aclose(self) -> None:
         if self._owns_http:
