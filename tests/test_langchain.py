@@ -15,7 +15,6 @@ from langchain_core.runnables.history import RunnableWithMessageHistory  # noqa:
 from memsvc_client import AsyncMemsvcClient, MemsvcClient  # noqa: E402
 
 from memsvc.integrations.langchain import MemsvcChatMessageHistory, MemsvcRetriever  # noqa: E402
-from tests.live_server import *  # noqa: E402, F403  (the live_server fixture)
 from tests.live_server import LiveServer  # noqa: E402
 
 

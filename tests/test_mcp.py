@@ -23,7 +23,6 @@ from mcp.client.stdio import StdioServerParameters  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 from memsvc.mcp_server import McpConfig, build_server  # noqa: E402
-from tests.live_server import *  # noqa: E402, F403  (the live_server fixture)
 from tests.live_server import LiveServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

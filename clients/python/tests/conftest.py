@@ -1,8 +1,5 @@
-"""SDK tests run against a real server: the suite's database fixtures (tests/conftest.py) plus uvicorn.
-
-tests/conftest.py cannot be listed in `pytest_plugins` here (pytest would register it twice when both
-test folders run), so its fixtures are imported; a run of the whole suite starts one database per folder.
-"""
+"""SDK tests run against a real server: the suite's database fixtures (tests/fixtures.py, registered by the
+root conftest.py) plus uvicorn (tests/live_server.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository r
 
 from memsvc_client import MemsvcClient, RetryPolicy  # noqa: E402
 
-from tests.conftest import *  # noqa: E402, F403  (database_url, settings, engine, app, client, make_tenant, key)
-from tests.conftest import ROOT_KEY  # noqa: E402
-from tests.live_server import *  # noqa: E402, F403  (the live_server fixture)
+from tests.fixtures import ROOT_KEY  # noqa: E402
 from tests.live_server import LiveServer  # noqa: E402
 
 FAST_RETRIES = RetryPolicy(max_retries=6, backoff_base=0.05, backoff_max=0.5)
