@@ -189,3 +189,14 @@ def test_edge_budgets_models_and_queries(client, key) -> None:  # type: ignore[n
 def test_empty_scope(client, key) -> None:  # type: ignore[no-untyped-def]
     body = _ctx(client, key, query="anything", budget_tokens=1024)
     assert body == {**body, "context": "", "token_count": 0, "items": [], "left_out": []}
+
+
+def test_an_episode_is_not_dated_twice() -> None:
+    counter = get_counter("cl100k_base")
+    same_day = Piece(uuid.uuid4(), "episodic", 1.0, T0, {"verbatim": "[8 May 2023] Sam: I adopted a cat."})
+    other_day = Piece(uuid.uuid4(), "episodic", 0.9, T0, {"verbatim": "[1 May 2023] Sam: I saw a cat."})
+    out = assemble([same_day, other_day], 200, counter, RetrievalSettings())
+    assert "- Sam: I adopted a cat." in out.context  # its day header says 2023-05-08 already
+    assert "- [1 May 2023] Sam: I saw a cat." in out.context  # a different date is information: kept
+    kept = assemble([same_day], 200, counter, RetrievalSettings(strip_own_date=False))
+    assert "- [8 May 2023] Sam: I adopted a cat." in kept.context

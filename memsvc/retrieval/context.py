@@ -15,6 +15,7 @@ without a database; `build_context` does the I/O around it.
 from __future__ import annotations
 
 import functools
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
 from memsvc.models import Memory, MemoryLink
 from memsvc.retrieval import packing
-from memsvc.retrieval.search import SearchFilters, filter_clauses, search
+from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
 from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
 from memsvc.scoping import MemoryScope
 from memsvc.tokens import TokenCounter
@@ -54,6 +55,11 @@ class Piece:
     texts: dict[str, str]  # fidelity -> text
     reason: str = ""
     derived: tuple[str, ...] = ()  # fidelities computed on the fly, not stored
+    weight: float | None = None  # what it is worth to the packer (default: score)
+
+    @property
+    def worth(self) -> float:
+        return self.score if self.weight is None else self.weight
 
     @property
     def section(self) -> str:
@@ -82,14 +88,36 @@ def _day(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def item_line(piece: Piece, fidelity: str, fmt: str = "markdown") -> str:
+_LEADING_DATE = re.compile(r"^\[([^\]]{6,40})\]\s*")
+_DATE_FORMATS = ("%d %B %Y", "%d %B, %Y", "%B %d, %Y", "%B %d %Y", "%Y-%m-%d", "%d %b %Y", "%b %d, %Y")
+
+
+def _own_date_prefix(text: str, day: str) -> int:
+    """Length of a leading "[date]" that names the item's own day (shown once in its day header)."""
+    m = _LEADING_DATE.match(text)
+    if not m:
+        return 0
+    raw = m.group(1).strip()
+    raw = raw.split(" on ", 1)[1] if " on " in raw else raw  # "1:56 pm on 8 May, 2023"
+    for fmt in _DATE_FORMATS:
+        try:
+            parsed = datetime.strptime(raw, fmt)
+        except ValueError:
+            continue
+        return m.end() if parsed.strftime("%Y-%m-%d") == day else 0
+    return 0
+
+
+def item_line(piece: Piece, fidelity: str, fmt: str = "markdown", strip_own_date: bool = True) -> str:
     text = " ".join(piece.texts[fidelity].split())  # one memory, one line
+    if strip_own_date and piece.section == "episodes":
+        text = text[_own_date_prefix(text, _day(piece.occurred_at)):] or text
     if piece.section == "facts":
         text = f"[{_day(piece.occurred_at)}] {text}"
     return f"- {text}"
 
 
-def render(chosen: Sequence[Chosen], fmt: str = "markdown") -> str:
+def render(chosen: Sequence[Chosen], fmt: str = "markdown", strip_own_date: bool = True) -> str:
     """Profile first, then facts, then episodes oldest first, each day under its date."""
     titles = _TITLES[fmt]
     lines: list[str] = []
@@ -105,10 +133,10 @@ def render(chosen: Sequence[Chosen], fmt: str = "markdown") -> str:
                 if _day(c.piece.occurred_at) != day:
                     day = _day(c.piece.occurred_at)
                     lines.append(f"### {day}" if fmt == "markdown" else f"{day}:")
-                lines.append(item_line(c.piece, c.fidelity, fmt))
+                lines.append(item_line(c.piece, c.fidelity, fmt, strip_own_date))
         else:
             members.sort(key=lambda c: (-c.value, str(c.piece.id)))
-            lines.extend(item_line(c.piece, c.fidelity, fmt) for c in members)
+            lines.extend(item_line(c.piece, c.fidelity, fmt, strip_own_date) for c in members)
     return "\n".join(lines)
 
 
@@ -119,10 +147,10 @@ def options(piece: Piece, counter: TokenCounter, settings: RetrievalSettings, fm
     for fidelity in FIDELITIES:
         if fidelity not in piece.texts or not piece.texts[fidelity].strip():
             continue
-        tokens = counter.count(item_line(piece, fidelity, fmt) + "\n")
+        tokens = counter.count(item_line(piece, fidelity, fmt, settings.strip_own_date) + "\n")
         if out and tokens >= min(o.tokens for o in out):
             continue
-        out.append(Chosen(piece, fidelity, tokens, piece.score * settings.fidelity_values.get(fidelity, 0.0)))
+        out.append(Chosen(piece, fidelity, tokens, piece.worth * settings.fidelity_values.get(fidelity, 0.0)))
     return [o for o in out if o.value > 0]
 
 
@@ -155,7 +183,7 @@ def assemble(
     chosen_fid = _chosen_fidelities(packed)
     chosen = [o for pid, opts in by_id.items() for o in opts if chosen_fid.get(pid) == o.fidelity]
 
-    context = render(chosen, fmt)
+    context = render(chosen, fmt, settings.strip_own_date)
     count = counter.count(context)
     while count > budget and chosen:  # trim: drop what costs the overshoot at the least value
         over = count - budget
@@ -163,7 +191,7 @@ def assemble(
         victim = min(enough, key=lambda c: (c.value, -c.tokens)) if enough else min(
             chosen, key=lambda c: (c.value / max(c.tokens, 1), c.value))
         chosen.remove(victim)
-        context = render(chosen, fmt)
+        context = render(chosen, fmt, settings.strip_own_date)
         count = counter.count(context)
 
     # fill: the reserve and the knapsack's rounding usually leave slack; offer it to the best left out.
@@ -179,7 +207,7 @@ def assemble(
             continue
         best = max(fitting, key=lambda o: o.value)
         attempts += 1
-        trial = render([*chosen, best], fmt)
+        trial = render([*chosen, best], fmt, settings.strip_own_date)
         trial_count = counter.count(trial)
         if trial_count <= budget:
             chosen.append(best)
@@ -223,8 +251,19 @@ def _derived(text: str) -> tuple[str, str]:
     return llm.summarize(text), llm.gist(text)
 
 
+def rank_weight(rank: int, settings: RetrievalSettings) -> float:
+    """What the packer credits the hit at `rank` (1 = best): (1 + c) / (rank + c).
+
+    Not the fused score itself: rank fusion scores are flat (1/61 vs 1/120 for ranks 1 and 60), so a
+    knapsack fed with them fills the budget with the shortest candidates instead of the best ones. The
+    chance that a hit is what the question needs falls off roughly like this with its rank.
+    """
+    c = max(settings.rank_value_offset, 0.0)
+    return (1.0 + c) / (rank + c)
+
+
 def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
-             settings: RetrievalSettings) -> Piece:
+             settings: RetrievalSettings, weight: float | None = None) -> Piece:
     offered = _OFFERED.get(memory.tier, FIDELITIES)
     stored = {"verbatim": memory.content, "summary": memory.summary, "gist": memory.gist}
     texts = {f: t for f, t in stored.items() if f in offered and t}
@@ -238,7 +277,7 @@ def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
                 if fidelity in wanted and value and value != base:
                     texts[fidelity] = value
                     derived.append(fidelity)
-    return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived))
+    return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived), weight)
 
 
 # ---- the I/O around it -------------------------------------------------------------------------
@@ -265,7 +304,8 @@ def build_context(
     kinds = tuple(k for k, s in SECTION_OF_KIND.items() if s in q.sections and s != "profile")
     if q.filters.kinds:
         kinds = tuple(k for k in kinds if k in q.filters.kinds)
-    scores: dict[uuid.UUID, tuple[float, str]] = {}
+    scores: dict[uuid.UUID, tuple[float, str]] = {}  # id -> (packing weight, reason)
+    shown: dict[uuid.UUID, float] = {}  # id -> retrieval score, as /v1/search would show it
     rows: dict[uuid.UUID, Memory] = {}
     timings: dict[str, float] = {}
     if kinds:
@@ -274,8 +314,9 @@ def build_context(
                        mode=q.mode, now=now)  # type: ignore[arg-type]
         timings.update(found.timings)
         rows.update(found.rows)
-        for hit in found.hits:
-            scores[hit.id] = (hit.score, hit.reason)
+        for rank, hit in enumerate(found.hits, start=1):
+            scores[hit.id] = (rank_weight(rank, settings), hit.reason)
+            shown[hit.id] = hit.score
         top = found.hits[: settings.neighbour_hits]
         if settings.neighbour_hits > 0 and "episodic" in kinds:
             _add_neighbours(session, scope, q.filters, [rows[h.id] for h in top], scores, rows, settings, now)
@@ -284,7 +325,8 @@ def build_context(
     if "profile" in q.sections and (not q.filters.kinds or "profile" in q.filters.kinds):
         _add_profile(session, scope, q.filters, scores, rows, settings, now)
     t1 = time.perf_counter()
-    pieces = [piece_of(rows[mid], score, reason, q.counter, settings) for mid, (score, reason) in scores.items()]
+    pieces = [piece_of(rows[mid], shown.get(mid, 0.0), reason, q.counter, settings, weight)
+              for mid, (weight, reason) in scores.items()]
     t2 = time.perf_counter()
     result = assemble(pieces, q.budget, q.counter, settings, q.fmt)
     t3 = time.perf_counter()
@@ -307,7 +349,7 @@ def _add_profile(session: Session, scope: MemoryScope, filters: SearchFilters,
         return
     query = (scope.select(Memory).where(*filter_clauses(_with_kinds(filters, ("profile",)), now))
              .order_by(Memory.importance.desc(), Memory.recorded_at.desc()).limit(settings.profile_limit))
-    top = max((s for s, _ in scores.values()), default=1.0) or 1.0
+    top = max((s for s, _ in scores.values()), default=1.0) or 1.0  # the best hit's weight
     for memory in session.scalars(query):
         rows[memory.id] = memory
         value = settings.profile_boost * top * (0.5 + 0.5 * memory.importance)
@@ -322,22 +364,26 @@ def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters
     hits = [h for h in hits if h.kind == "episodic" and h.session_id is not None]
     if not hits:
         return
-    where = [*filter_clauses(_with_kinds(filters, ("episodic",)), now)]
     w = max(1, settings.neighbour_window)
-    for hit in hits:
-        base = scope.select(Memory).where(*where, Memory.session_id == hit.session_id, Memory.id != hit.id)
-        before = base.where(or_(Memory.occurred_at < hit.occurred_at,
-                                and_(Memory.occurred_at == hit.occurred_at, Memory.id < hit.id)))
-        after = base.where(or_(Memory.occurred_at > hit.occurred_at,
-                               and_(Memory.occurred_at == hit.occurred_at, Memory.id > hit.id)))
-        found = [*session.scalars(before.order_by(Memory.occurred_at.desc(), Memory.id.desc()).limit(w)),
-                 *session.scalars(after.order_by(Memory.occurred_at, Memory.id).limit(w))]
-        hit_score = scores[hit.id][0]
-        for memory in found:
-            value = settings.neighbour_weight * hit_score
-            if memory.id not in scores or scores[memory.id][0] < value:
-                rows[memory.id] = memory
-                scores[memory.id] = (value, f"next to a hit ({hit.id})")
+    # One statement: positions within the hits' sessions, then the rows within w positions of a hit.
+    cols = [getattr(Memory, name) for name in ROW_COLUMNS]
+    pos = func.row_number().over(partition_by=Memory.session_id, order_by=(Memory.occurred_at, Memory.id))
+    placed = (scope.select(*cols, pos.label("pos"))
+              .where(*filter_clauses(_with_kinds(filters, ("episodic",)), now),
+                     Memory.session_id.in_({h.session_id for h in hits}))
+              .cte("placed"))
+    hit_pos = select(placed.c.id.label("hit_id"), placed.c.session_id.label("sid"), placed.c.pos.label("hpos")).where(
+        placed.c.id.in_([h.id for h in hits])).cte("hit_pos")
+    found = session.execute(
+        select(placed, hit_pos.c.hit_id).join(hit_pos, and_(
+            placed.c.session_id == hit_pos.c.sid, placed.c.pos != hit_pos.c.hpos,
+            placed.c.pos.between(hit_pos.c.hpos - w, hit_pos.c.hpos + w)))
+    ).all()
+    for row in found:
+        value = settings.neighbour_weight * scores[row.hit_id][0]
+        if row.id not in scores or scores[row.id][0] < value:
+            rows[row.id] = row
+            scores[row.id] = (value, f"next to a hit ({row.hit_id})")
 
 
 def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, kinds: tuple[str, ...],

@@ -98,7 +98,7 @@ class ContextItem(BaseModel):
     fidelity: Fidelity
     tokens: int = Field(description="Tokens of this item's line (alone; the whole is counted separately).")
     score: float = Field(description="Retrieval score (fusion of signals).")
-    value: float = Field(description="Value the packer credited: score x fidelity value.")
+    value: float = Field(description="Value the packer credited: rank weight x fidelity value.")
     reason: str
 
 

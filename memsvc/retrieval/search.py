@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 from pgvector.sqlalchemy import HALFVEC
 from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, true, union
 from sqlalchemy.dialects.postgresql import TSQUERY
@@ -271,8 +272,20 @@ def search(
     # MMR needs the vectors; plain near-duplicate removal only needs the pairs (computed in SQL).
     diverse = settings.mmr_lambda < 1.0
     ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=diverse)
-    t2 = time.perf_counter()
     ordered = fuse(ranked, settings) if mode == "hybrid" else rrf_only(ranked, mode)
+    if mode == "hybrid" and settings.prf_docs > 0 and vector is not None and ordered:
+        # Pseudo-relevance feedback (Rocchio): move the query vector toward the best first-pass hits and
+        # search again; finds turns that answer the question without sharing its words.
+        top = [c.id for c in ordered[: settings.prf_docs]]
+        vecs = [np.asarray(v, dtype=np.float32) for v in session.scalars(
+            scope.select(Memory.embedding).where(Memory.id.in_(top), Memory.embedding.is_not(None)))]
+        if vecs:
+            moved = np.asarray(vector, dtype=np.float32) + settings.prf_weight * np.mean(vecs, axis=0)
+            vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist()
+            ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now,
+                                      with_embeddings=diverse)
+            ordered = fuse(ranked, settings)
+    t2 = time.perf_counter()
     hits, duplicates = mmr(ordered, limit, settings)
     t3 = time.perf_counter()
     timings.update(embed_ms=(t1 - t0) * 1e3, sql_ms=(t2 - t1) * 1e3, rank_ms=(t3 - t2) * 1e3)

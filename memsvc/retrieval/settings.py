@@ -30,6 +30,10 @@ class RetrievalSettings:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
 
+    # Pseudo-relevance feedback: 0 = off; else the query vector moves toward the first-pass top hits.
+    prf_docs: int = 0
+    prf_weight: float = 0.5
+
     # --- fusion -------------------------------------------------------------------------------
     rrf_k: int = 60
     dense_weight: float = 1.0
@@ -46,6 +50,7 @@ class RetrievalSettings:
 
     # --- context builder ----------------------------------------------------------------------
     context_candidates: int = 60  # ranked candidates the packer considers
+    rank_value_offset: float = 2.0  # packer weight of the hit at rank r: (1 + c) / (r + c)
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
     # Fidelities derived on the fly (deterministic built-in) for memories that have none stored, only
     # when the text is at least derive_min_tokens long. Gist only by default: the built-in extractive
@@ -61,6 +66,8 @@ class RetrievalSettings:
     neighbour_weight: float = 0.5  # a neighbour's score = weight * its hit's score
     # Sources of a retrieved fact (derived_from links) join the candidates, and vice versa.
     link_weight: float = 0.7
+    # An episode whose text starts with "[its own date]" is shown without it: its day header says it.
+    strip_own_date: bool = True
     # The counting pass after packing re-renders and recounts at most this many times to fill slack.
     fill_attempts: int = 24
 

@@ -1,0 +1,226 @@
+"""Latency of POST /v1/context (budget 1024) and POST /v1/search at 10k, 100k and 1M memories.
+
+Usage: python bench/latency.py [--levels 10k,100k,1m] [--queries 200] [--state-dir DIR] [--json OUT]
+
+Starts an embedded PostgreSQL + pgvector and a real HTTP server (uvicorn) itself. Levels, in one
+database that grows:
+  10k   a tenant with 10,000 memories (the queried one)
+  100k  a second tenant with 100,000 memories (queried); 110k in the database
+  1m    890,000 more in a third tenant; 1,000,000 in the database, 100k in the queried tenant
+Memories are generated, not embedded one by one: their texts draw words from a Zipf-distributed
+vocabulary (so full text sees common and rare terms) and their vectors are MiniLM embeddings of 2,048
+generated texts plus noise, written with COPY (binary) and indexed afterwards (HNSW and GIN, as the
+migrations define them). Queries go through the API as a client would send them, each one new, so every
+timing includes embedding the query. Timings are wall-clock at the client, over HTTP on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+LEVELS = {"10k": ("lat-10k", 10_000), "100k": ("lat-100k", 100_000), "1m": ("lat-fill", 890_000)}
+QUERIED = {"10k": "lat-10k", "100k": "lat-100k", "1m": "lat-100k"}
+POOL = 2048
+_SYL = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "an", "el", "or", "us", "ta", "ri", "po", "de", "ga", "mo"]
+
+
+def vocabulary(n: int, rng: random.Random) -> list[str]:
+    words: set[str] = set()
+    while len(words) < n:
+        words.add("".join(rng.choice(_SYL) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+class Corpus:
+    """Texts with Zipfian word frequencies and a few names; queries drawn the same way."""
+
+    def __init__(self, seed: int = 5) -> None:
+        self.rng = random.Random(seed)
+        self.words = vocabulary(20_000, self.rng)
+        self.names = [w.capitalize() for w in vocabulary(300, random.Random(seed + 1))]
+        ranks = np.arange(1, len(self.words) + 1)
+        self.p = (1.0 / ranks**1.1) / np.sum(1.0 / ranks**1.1)
+        self.np_rng = np.random.default_rng(seed)
+
+    def text(self) -> str:
+        k = int(self.np_rng.integers(10, 30))
+        body = " ".join(self.words[i] for i in self.np_rng.choice(len(self.words), size=k, p=self.p))
+        return f"{self.rng.choice(self.names)} said {body}."
+
+    def query(self) -> str:
+        k = int(self.np_rng.integers(3, 7))
+        body = " ".join(self.words[i] for i in self.np_rng.choice(len(self.words), size=k, p=self.p))
+        return f"What did {self.rng.choice(self.names)} say about {body}?"
+
+
+def pooled_vectors(corpus: Corpus, embed: Any) -> tuple[list[str], np.ndarray]:
+    texts = [corpus.text() for _ in range(POOL)]
+    return texts, np.asarray(embed(texts), dtype=np.float32)
+
+
+def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: tuple[list[str], np.ndarray]) -> None:
+    """COPY n generated memories into a tenant (binary; vectors = pooled embedding + noise, normalised)."""
+    import hashlib
+
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    texts, vecs = pool
+    libpq = url.replace("postgresql+psycopg://", "postgresql://")
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    rng = np.random.default_rng(n)
+    with psycopg.connect(libpq) as conn:
+        register_vector(conn)
+        with conn.cursor() as cur, cur.copy(
+            "COPY memories (id, tenant_id, content, content_hash, embedding, occurred_at, valid_from, user_id) "
+            "FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["uuid", "uuid", "text", "varchar", "vector", "timestamptz", "timestamptz", "varchar"])
+            for i in range(n):
+                j = int(rng.integers(0, POOL))
+                v = vecs[j] + rng.normal(0, 0.04, size=vecs.shape[1]).astype(np.float32)
+                v /= np.linalg.norm(v)
+                content = f"{texts[j][:-1]} {corpus.text()}"
+                when = start + timedelta(minutes=i)
+                copy.write_row((uuid.uuid4(), tenant_id, content, hashlib.sha256(content.encode()).hexdigest(), v,
+                                when, when, f"user{i % 50}"))
+        conn.commit()
+
+
+def reindex(url: str) -> float:
+    import psycopg
+
+    libpq = url.replace("postgresql+psycopg://", "postgresql://")
+    t = time.perf_counter()
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        conn.execute("DROP INDEX IF EXISTS ix_memories_embedding")
+        # Same definition as migrations/versions/0001_initial.py.
+        conn.execute("CREATE INDEX ix_memories_embedding ON memories USING hnsw (embedding vector_cosine_ops) "
+                     "WITH (m = 16, ef_construction = 64)")
+        conn.execute("VACUUM ANALYZE memories")
+    return time.perf_counter() - t
+
+
+def drop_vector_index(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute("DROP INDEX IF EXISTS ix_memories_embedding")
+
+
+def measure(client: Any, path: str, bodies: list[dict[str, Any]]) -> tuple[list[float], dict[str, float]]:
+    samples, parts = [], []
+    for body in bodies:
+        t = time.perf_counter()
+        r = client.post(path, json=body)
+        samples.append((time.perf_counter() - t) * 1e3)
+        r.raise_for_status()
+        parts.append(r.json().get("timings_ms", {}))
+    median = {k: float(np.median([p.get(k, 0.0) for p in parts])) for k in parts[0]} if parts else {}
+    return samples, median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="10k,100k,1m")
+    parser.add_argument("--queries", type=int, default=200, help="timed queries per endpoint and level")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--state-dir", default=None, help="keep the database here and reuse it (default: temporary)")
+    parser.add_argument("--json", dest="json_out", default=None)
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads (1: a short query gains nothing from more; 2 thrash on 2 shared cores)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    from harness import percentiles, print_table, running_server
+
+    from memsvc import migrate, tenancy
+    from memsvc.db import get_engine, session_scope
+    from memsvc.embedded import start_embedded_postgres
+    from memsvc.embeddings import get_embedder
+    from memsvc.models import Tenant
+
+    levels = [lv for lv in args.levels.split(",") if lv]
+    results: dict[str, Any] = {"levels": {}, "note": "stored vectors generated (pooled MiniLM + noise), COPY"}
+    with tempfile.TemporaryDirectory(prefix="memsvc-latency-") as tmp:
+        state = Path(args.state_dir) if args.state_dir else Path(tmp)
+        url = start_embedded_postgres(state)
+        migrate.upgrade(url)
+        engine = get_engine(url)
+        corpus = Corpus()
+        embedder = get_embedder()
+        pool = pooled_vectors(corpus, embedder.embed)
+        os.environ["MEMSVC_DATABASE_URL"] = url
+        rows = []
+        for level in levels:
+            name, n = LEVELS[level]
+            with session_scope(engine) as session:
+                tenancy.bootstrap(session)
+                tenant = session.query(Tenant).filter(Tenant.name == name).one_or_none()
+                if tenant is None:
+                    tenant = tenancy.create_tenant(session, name)
+                    fresh = True
+                else:
+                    fresh = False
+                tenant_id = tenant.id
+            if fresh:
+                t = time.perf_counter()
+                drop_vector_index(url)
+                copy_memories(url, tenant_id, n, corpus, pool)
+                copy_s = time.perf_counter() - t
+                index_s = reindex(url)
+                print(f"{level}: copied {n} memories in {copy_s:.0f} s, indexed in {index_s:.0f} s", flush=True)
+            with session_scope(engine) as session:
+                queried = session.query(Tenant).filter(Tenant.name == QUERIED[level]).one()
+                _, key = tenancy.create_key(session, queried.id, ["read"], name="latency bench")
+                total = session.execute(__import__("sqlalchemy").text("SELECT count(*) FROM memories")).scalar()
+                in_tenant = session.execute(__import__("sqlalchemy").text(
+                    "SELECT count(*) FROM memories WHERE tenant_id = :t"), {"t": queried.id}).scalar()
+            with running_server() as server, server.client(key) as client:
+                for body in [{"query": corpus.query(), "limit": 10} for _ in range(args.warmup)]:
+                    client.post("/v1/search", json=body).raise_for_status()
+                search_s, search_parts = measure(
+                    client, "/v1/search", [{"query": corpus.query(), "limit": 10} for _ in range(args.queries)])
+                ctx_s, ctx_parts = measure(client, "/v1/context", [
+                    {"query": corpus.query(), "budget_tokens": 1024, "model": "cl100k_base"}
+                    for _ in range(args.queries)])
+            for label, samples, parts in (("/v1/search (limit 10)", search_s, search_parts),
+                                          ("/v1/context (budget 1024)", ctx_s, ctx_parts)):
+                p = percentiles(samples)
+                rows.append([level, total, in_tenant, label, p["p50"], p["p95"], p["p99"],
+                             ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if k != "total_ms")])
+                results["levels"].setdefault(level, {})[label] = {"total": total, "in_tenant": in_tenant, **p,
+                                                                   "server_median_ms": parts}
+            print(f"{level}: search p95 {percentiles(search_s)['p95']:.1f} ms, context p95 "
+                  f"{percentiles(ctx_s)['p95']:.1f} ms", flush=True)
+        print_table("Latency over HTTP on this machine (ms; query embedding included; stored vectors generated and "
+                    "COPY'd, see --help)", ["level", "in database", "in tenant", "endpoint", "p50", "p95", "p99",
+                                            "server-side medians (ms)"], rows)
+        engine.dispose()
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
