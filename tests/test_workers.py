@@ -131,3 +131,27 @@ def test_worker_killed_mid_consolidation_restarts_and_completes(client, make_ten
     expected = {f.text for f in BuiltinLLM().extract_facts([_episode(e) for e in sorted(
         episodes, key=lambda e: (e.occurred_at, e.id))])}
     assert {f.content for f in facts} == expected
+
+
+def test_serve_embedded_default_runs_lifecycle_jobs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`memsvc serve` with nothing configured: embedded Postgres and valkey broker, a worker and beat
+    as children; a consolidation requested through the API runs on that worker."""
+    import httpx
+
+    from tests.test_serve import Served, _free_port
+
+    served = Served(tmp_path / "state", _free_port())
+    try:
+        key = (tmp_path / "state" / "admin_key.txt").read_text().strip()
+        client = httpx.Client(base_url=served.base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        items = [{"content": text, "user_id": "maria", "occurred_at": at} for text, at in EPISODES[:3]]
+        assert client.post("/v1/memories/batch", json={"items": items}).status_code == 201
+        r = client.post("/v1/consolidate", json={"user_id": "maria"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        done = wait_for(lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("succeeded", "failed")
+                        and j, 120, f"the job on the embedded worker\n{served.output()}")
+        assert done["status"] == "succeeded", done
+        assert done["result"]["episodes"] == 3 and done["result"]["created"]
+    finally:
+        served.stop()

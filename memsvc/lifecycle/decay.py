@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, case, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.lifecycle.archive import archive_vector_values
@@ -199,6 +199,8 @@ def _move_tiers(
     ready = and_(or_(rank < RANK["summary"], Memory.summary.is_not(None)),
                  or_(rank < RANK["gist"], Memory.gist.is_not(None)))
     moved: Counter[str] = Counter()
+    # Until a chunk comes back empty: a row changed under us (reinforced) or locked is left for the
+    # next pass, and every row that moves leaves the candidate set, so this ends.
     while True:
         cand = (
             select(Memory.id.label("id"), Memory.tier.label("old"), Memory.last_accessed_at.label("la"),
@@ -231,8 +233,6 @@ def _move_tiers(
             moved[f"{old}->{new}"] += 1
             report.archived += new == Tier.ARCHIVED.value
             report.originals_dropped += bool(dropped) and not policy.keep_originals
-        if len(rows) < settings.decay_chunk_rows:
-            break
     report.moved = dict(sorted(moved.items()))
 
 
@@ -245,4 +245,4 @@ def tier_counts(session: Session, tenant_id: uuid.UUID) -> dict[str, int]:
     return {tier: int(n) for tier, n in rows}
 
 
-__all__ = ["DecayReport", "EXEMPT_KINDS", "run_decay", "target_tier_sql", "tier_counts", "Float"]
+__all__ = ["DecayReport", "EXEMPT_KINDS", "run_decay", "target_tier_sql", "tier_counts"]
