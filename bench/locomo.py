@@ -11,7 +11,7 @@ Metrics, per category and overall:
   ER@B     share of gold turns whose own memory is in the context at verbatim or summary fidelity,
            for budgets B of cl100k tokens; "any@B" counts any fidelity (gist too)
   AC@B     share of questions whose normalised answer string occurs in the context
-  R@k      share of gold turns in the first k search hits; NDCG@10 with binary relevance
+  R@k      share of gold turns in the first k search hits (episodic memories); NDCG@10, binary relevance
 The same table for BM25-only and dense-only ranking (mode=sparse / mode=dense) comes from the same run
 and database. The data (CC BY-NC 4.0) is read from ../shared and never copied into the repository.
 """
@@ -45,8 +45,8 @@ KS = (5, 10, 20)
 # Lever variants: RetrievalSettings changes on top of the defaults, compared on the hybrid mode.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "no-derived-gists": {"derive_fidelities": ()},
-    "derived-summaries": {"derive_fidelities": ("summary", "gist")},
+    "derived-gists": {"derive_fidelities": ("gist",)},
+    "rrf-k-20": {"rrf_k": 20},
     "neighbours-5": {"neighbour_hits": 5},
     "neighbours-10": {"neighbour_hits": 10},
     "mmr-0.7": {"mmr_lambda": 0.7},
@@ -79,7 +79,8 @@ def turns_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
             if turn.get("blip_caption"):
                 text += f" [shares an image: {turn['blip_caption']}]"
             out.append({"dia_id": turn["dia_id"], "content": text, "session_id": f"session_{n}",
-                        "occurred_at": (when + timedelta(seconds=i)).isoformat()})
+                        "occurred_at": (when + timedelta(seconds=i)).isoformat(),
+                        "metadata": {"speaker": turn["speaker"], "dia_id": turn["dia_id"]}})
     return out
 
 
@@ -123,13 +124,28 @@ def start_service(tmp: Path) -> tuple[Any, Any, str]:
     return app, TestClient(app), root
 
 
-def new_tenant(client: Any, root: str, name: str) -> dict[str, str]:
+def new_tenant(client: Any, root: str, name: str) -> tuple[dict[str, str], str]:
     h = {"Authorization": f"Bearer {root}"}
     tenant = client.post("/v1/admin/tenants", json={"name": name}, headers=h)
     tenant.raise_for_status()
     key = client.post("/v1/admin/keys", headers=h, json={"scopes": ["read", "write"], "tenant_id": tenant.json()["id"]})
     key.raise_for_status()
-    return {"Authorization": f"Bearer {key.json()['key']}"}
+    return {"Authorization": f"Bearer {key.json()['key']}"}, tenant.json()["id"]
+
+
+def consolidate_all(app: Any, convs: list[dict[str, Any]]) -> None:
+    """Consolidate each conversation into semantic facts linked (derived_from) to their source turns:
+    the job the lifecycle workers run, called in-process here (no Celery worker), offline built-in LLM."""
+    from memsvc.lifecycle.consolidate import ConsolidationScope, consolidate
+    from memsvc.llm import BuiltinLLM
+
+    for conv in convs:
+        t = time.perf_counter()
+        report = consolidate(app.state.sessions, ConsolidationScope(uuid.UUID(conv["tenant_id"])),
+                             llm=BuiltinLLM(), embedder=app.state.embedder())
+        conv["facts"] = len(report.created)
+        print(f"consolidated: {report.episodes} episodes -> {len(report.created)} facts, {report.links_added} links "
+              f"in {time.perf_counter() - t:.0f} s", flush=True)
 
 
 def ingest(client: Any, headers: dict[str, str], turns: list[dict[str, Any]]) -> dict[str, str]:
@@ -137,7 +153,7 @@ def ingest(client: Any, headers: dict[str, str], turns: list[dict[str, Any]]) ->
     ids: dict[str, str] = {}
     for start in range(0, len(turns), 500):
         chunk = turns[start:start + 500]
-        items = [{k: t[k] for k in ("content", "session_id", "occurred_at")} for t in chunk]
+        items = [{k: t[k] for k in ("content", "session_id", "occurred_at", "metadata")} for t in chunk]
         r = client.post("/v1/memories/batch", json={"items": items}, headers=headers)
         r.raise_for_status()
         for turn, made in zip(chunk, r.json()["items"], strict=True):
@@ -162,8 +178,8 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
         for qa in conv["questions"]:
             gold = set(qa["gold"])
             t = time.perf_counter()
-            r = client.post("/v1/search", json={"query": qa["question"], "limit": max(KS), "mode": mode},
-                            headers=headers)
+            r = client.post("/v1/search", headers=headers, json={
+                "query": qa["question"], "limit": max(KS), "mode": mode, "kinds": ["episodic"]})
             lat_search.append((time.perf_counter() - t) * 1e3)
             r.raise_for_status()
             ranked = [id_to_dia.get(h["memory"]["id"], "?") for h in r.json()["hits"]]
@@ -238,6 +254,8 @@ def main() -> None:
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     parser.add_argument("--state-dir", default=None, help="keep the database and ingest here and reuse them on the "
                         "next run (for iterating; default: a temporary directory, removed at the end)")
+    parser.add_argument("--consolidate", action="store_true", help="after ingest, consolidate each conversation "
+                        "into facts linked to their source turns (offline built-in); needs a fresh --state-dir")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for embedding (default 1: on "
                         "a shared 2-core machine, 2 threads for one short query thrash; measured 10x slower)")
     args = parser.parse_args()
@@ -267,7 +285,7 @@ def main() -> None:
             for sample in data if not convs else []:
                 turns = turns_of(sample)
                 known = {t["dia_id"] for t in turns}
-                headers = new_tenant(client, root, f"locomo-{sample['sample_id']}-{uuid.uuid4().hex[:6]}")
+                headers, tenant_id = new_tenant(client, root, f"locomo-{sample['sample_id']}-{uuid.uuid4().hex[:6]}")
                 ids = ingest(client, headers, turns)
                 n_turns += len(turns)
                 questions = []
@@ -275,9 +293,11 @@ def main() -> None:
                     gold = normalise_evidence(qa.get("evidence", []), known)
                     if qa.get("category") in CATEGORIES and gold and "answer" in qa:
                         questions.append({**qa, "gold": gold})
-                convs.append({"headers": headers, "ids": ids, "questions": questions})
+                convs.append({"headers": headers, "tenant_id": tenant_id, "ids": ids, "questions": questions})
                 print(f"ingested {sample['sample_id']}: {len(turns)} turns, {len(questions)} questions", flush=True)
             ingest_s = max(time.perf_counter() - t0, 1e-9)
+            if args.consolidate and not any("facts" in c for c in convs):
+                consolidate_all(app, convs)
             if args.state_dir and not manifest.exists():
                 manifest.write_text(json.dumps({"convs": convs, "turns": n_turns}))
             results["ingest"] = {"turns": n_turns, "seconds": ingest_s, "per_second": n_turns / ingest_s}

@@ -56,7 +56,7 @@ def test_render_order_profile_facts_then_episodes_by_time_with_dates() -> None:
     out = assemble([late, early, fact, profile], 500, counter, RetrievalSettings())
     assert out.context.index("Sam is a teacher") < out.context.index("Sam owns a cat") \
         < out.context.index("I adopted a cat") < out.context.index("We went hiking")
-    assert "### 2023-05-08" in out.context and "### 2023-05-10" in out.context
+    assert "### 8 May 2023" in out.context and "### 10 May 2023" in out.context
     assert out.context.startswith("## Profile")
 
 
@@ -114,7 +114,7 @@ def test_context_endpoint_counts_exactly_and_explains(client, key) -> None:  # t
     assert body["context"].startswith("## Profile")
     assert body["context"].index("## Facts") < body["context"].index("## Episodes")
     assert body["context"].index("I adopted a ginger cat") < body["context"].index("Biscuit, because")
-    assert "### 2023-05-08" in body["context"] and "### 2023-06-02" in body["context"]
+    assert "### 8 May 2023" in body["context"] and "### 2 June 2023" in body["context"]
     by_id = {i["id"]: i for i in body["items"]}
     assert set(by_id) == set(ids.values())
     assert all(i["fidelity"] == "verbatim" and i["reason"] for i in body["items"])
@@ -196,7 +196,7 @@ def test_an_episode_is_not_dated_twice() -> None:
     same_day = Piece(uuid.uuid4(), "episodic", 1.0, T0, {"verbatim": "[8 May 2023] Sam: I adopted a cat."})
     other_day = Piece(uuid.uuid4(), "episodic", 0.9, T0, {"verbatim": "[1 May 2023] Sam: I saw a cat."})
     out = assemble([same_day, other_day], 200, counter, RetrievalSettings())
-    assert "- Sam: I adopted a cat." in out.context  # its day header says 2023-05-08 already
+    assert "- Sam: I adopted a cat." in out.context  # its day header says 8 May 2023 already
     assert "- [1 May 2023] Sam: I saw a cat." in out.context  # a different date is information: kept
     kept = assemble([same_day], 200, counter, RetrievalSettings(strip_own_date=False))
     assert "- [8 May 2023] Sam: I adopted a cat." in kept.context

@@ -88,6 +88,12 @@ def _day(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d")
 
 
+def _human_day(when: datetime) -> str:
+    """'8 May 2023': how people (and answers) write dates; the header and fact prefix use it."""
+    d = when.astimezone(UTC)
+    return f"{d.day} {d:%B %Y}"
+
+
 _LEADING_DATE = re.compile(r"^\[([^\]]{6,40})\]\s*")
 _DATE_FORMATS = ("%d %B %Y", "%d %B, %Y", "%B %d, %Y", "%B %d %Y", "%Y-%m-%d", "%d %b %Y", "%b %d, %Y")
 
@@ -113,7 +119,7 @@ def item_line(piece: Piece, fidelity: str, fmt: str = "markdown", strip_own_date
     if strip_own_date and piece.section == "episodes":
         text = text[_own_date_prefix(text, _day(piece.occurred_at)):] or text
     if piece.section == "facts":
-        text = f"[{_day(piece.occurred_at)}] {text}"
+        text = f"[{_human_day(piece.occurred_at)}] {text}"
     return f"- {text}"
 
 
@@ -132,7 +138,8 @@ def render(chosen: Sequence[Chosen], fmt: str = "markdown", strip_own_date: bool
             for c in members:
                 if _day(c.piece.occurred_at) != day:
                     day = _day(c.piece.occurred_at)
-                    lines.append(f"### {day}" if fmt == "markdown" else f"{day}:")
+                    human = _human_day(c.piece.occurred_at)
+                    lines.append(f"### {human}" if fmt == "markdown" else f"{human}:")
                 lines.append(item_line(c.piece, c.fidelity, fmt, strip_own_date))
         else:
             members.sort(key=lambda c: (-c.value, str(c.piece.id)))
@@ -159,7 +166,7 @@ def _overhead(pieces: Sequence[Piece], counter: TokenCounter, fmt: str) -> int:
     sections = {p.section for p in pieces}
     days = sorted({_day(p.occurred_at) for p in pieces if p.section == "episodes"})
     title = sum(counter.count(_TITLES[fmt][s] + "\n") for s in sections)
-    header = counter.count("### 2000-01-01\n") if days else 0
+    header = counter.count("### 28 September 2000\n") if days else 0
     return title + header * min(len(days), 4)  # the fill pass reclaims what is not needed
 
 

@@ -53,11 +53,12 @@ class RetrievalSettings:
     rank_value_offset: float = 2.0  # packer weight of the hit at rank r: (1 + c) / (r + c)
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
     # Fidelities derived on the fly (deterministic built-in) for memories that have none stored, only
-    # when the text is at least derive_min_tokens long. Gist only by default: the built-in extractive
-    # summary of a short chat turn can keep just its first clause ("[8 May 2023] Caroline."), which must
-    # not pass for a summary; stored summaries (lifecycle, LLM) are always offered.
+    # when the text is at least derive_min_tokens long. None by default: the built-in extractive summary
+    # of a short chat turn can keep just its first clause ("[8 May 2023] Caroline."), which must not pass
+    # for a summary, and on-the-fly gists cost LoCoMo 1 point of ER@1024 (they crowd out verbatim text).
+    # Stored summaries and gists (lifecycle demotion, LLM) are always offered.
     derive_min_tokens: int = 24
-    derive_fidelities: tuple[str, ...] = ("gist",)
+    derive_fidelities: tuple[str, ...] = ()
     profile_limit: int = 20  # profile/core memories considered for every context
     profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs
     # Neighbouring episodes (same session, adjacent in time) of the top hits join the candidates.
