@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--state-dir", default=None, help="keep the database here and reuse it (default: temporary)")
     parser.add_argument("--json", dest="json_out", default=None)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every level's size (smoke runs)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch threads (1: a short query gains nothing from more; 2 thrash on 2 shared cores)")
     args = parser.parse_args()
@@ -175,6 +176,7 @@ def main() -> None:
         rows = []
         for level in levels:
             name, n = LEVELS[level]
+            n = max(1, int(n * args.scale))
             with session_scope(engine) as session:
                 tenancy.bootstrap(session)
                 tenant = session.query(Tenant).filter(Tenant.name == name).one_or_none()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select, union_all
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
@@ -400,11 +400,12 @@ def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, ki
     ids = [h.id for h in hits]
     if not ids:
         return
-    links = session.execute(
-        select(MemoryLink.src_id, MemoryLink.dst_id).where(
-            MemoryLink.tenant_id == scope.tenant_id, MemoryLink.relation == "derived_from",
-            or_(MemoryLink.src_id.in_(ids), MemoryLink.dst_id.in_(ids)))
-    ).all()
+    # Two index lookups (primary key by src, ix_memory_links_dst by dst) rather than one OR that the
+    # planner may answer by reading every link of the tenant.
+    pair = (MemoryLink.src_id, MemoryLink.dst_id)
+    same = (MemoryLink.tenant_id == scope.tenant_id, MemoryLink.relation == "derived_from")
+    links = session.execute(union_all(select(*pair).where(*same, MemoryLink.src_id.in_(ids)),
+                                      select(*pair).where(*same, MemoryLink.dst_id.in_(ids)))).all()
     if not links:
         return
     related: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
