@@ -78,9 +78,10 @@ def insert_session(engine: Engine, tenant_id: uuid.UUID, user_id: str, at: datet
             embedding=vectors[i].tolist() if vectors is not None else None,
             embedding_model=getattr(embedder, "name", None),
         ))
+    ids = [r.id for r in rows]
     with Session(engine) as session, session.begin():
         session.add_all(rows)
-    return [r.id for r in rows]
+    return ids
 
 
 def load_turns(engine: Engine, tenant_id: uuid.UUID, conv: dict[str, Any], embed: bool = False) -> int:

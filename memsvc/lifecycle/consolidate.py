@@ -103,10 +103,10 @@ def consolidate(
             after = (episodes[-1].occurred_at, episodes[-1].id)
             checkpoint("extracting")
             facts = llm.extract_facts([_episode(m) for m in episodes])
-            vectors = embedder.embed([f.text for f in facts]) if facts else []
+            vectors = _embed_new(sessions, scope, facts, embedder)
             checkpoint("writing")
             with sessions() as session, session.begin():
-                _apply(session, scope, episodes, facts, vectors, embedder.name, now or datetime.now(UTC),
+                _apply(session, scope, episodes, facts, vectors, embedder, now or datetime.now(UTC),
                        settings, report, checkpoint)
             report.steps += 1
             report.episodes += len(episodes)
@@ -116,6 +116,25 @@ def consolidate(
                 report.more_waiting = bool(_read_episodes(session, scope, 1, reprocess, after))
     report.llm_usage = usage.as_dict()
     return report
+
+
+def _embed_new(sessions: sessionmaker[Session], scope: ConsolidationScope, facts: Sequence[Fact],
+               embedder: Embedder) -> list[Any]:
+    """Vectors for the facts whose text the scope does not know yet (None for the others): a re-run
+    over known episodes costs no embedding at all."""
+    from memsvc.store import content_hash
+
+    if not facts:
+        return []
+    hashes = [content_hash(f.text) for f in facts]
+    with sessions() as session:
+        known = set(session.scalars(select(Memory.content_hash).where(
+            *scope.owner_where(), Memory.kind == "semantic", Memory.content_hash.in_(set(hashes)))))
+    todo = [i for i, h in enumerate(hashes) if h not in known]
+    vectors: list[Any] = [None] * len(facts)
+    for i, vector in zip(todo, embedder.embed([facts[i].text for i in todo]) if todo else [], strict=True):
+        vectors[i] = vector
+    return vectors
 
 
 def _read_episodes(
@@ -152,7 +171,7 @@ def _fact_meta(fact: Fact) -> dict[str, Any]:
 
 def _apply(
     session: Session, scope: ConsolidationScope, episodes: Sequence[Memory], facts: Sequence[Fact],
-    vectors: Any, embedding_model: str, now: datetime, settings: LifecycleSettings,
+    vectors: Sequence[Any], embedder: Embedder, now: datetime, settings: LifecycleSettings,
     report: ConsolidationReport, checkpoint: Checkpoint,
 ) -> None:
     from memsvc.store import content_hash
@@ -203,6 +222,8 @@ def _apply(
             existing_id = None if back_again else hit_id
         elif holder is not None and holder_value == fact.value:
             existing_id = holder.id
+        if vector is None and existing_id is None:  # known text, yet news ("moved back"): embed it now
+            vector = embedder.embed([fact.text])[0]
         if existing_id is None and holder is None and h not in by_hash:
             existing_id = _similar_current(session, scope, vector, settings.dedupe_similarity)
         if existing_id is not None:
@@ -215,7 +236,7 @@ def _apply(
             importance=max([0.5, *(m.importance for m in sources)]),
             access_count=0, last_accessed_at=now, occurred_at=valid_from, recorded_at=now, updated_at=now,
             valid_from=valid_from, content_hash=h, metadata_=_fact_meta(fact), tags=[],
-            embedding=list(map(float, vector)), embedding_model=embedding_model,
+            embedding=list(map(float, vector)), embedding_model=embedder.name,
         )
         new.strength = initial_strength(new.importance)
         old = holder
