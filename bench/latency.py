@@ -7,7 +7,8 @@ database that grows:
   10k   a tenant with 10,000 memories (the queried one)
   100k  a second tenant with 100,000 memories (queried); 110k in the database
   1m    890,000 more in a third tenant; 1,000,000 in the database, 100k in the queried tenant
-Memories are generated, not embedded one by one: their texts draw words from a Zipf-distributed
+Memories are generated (in sessions of 25, so the neighbour step has work), not embedded one by one:
+their texts draw words from a Zipf-distributed
 vocabulary (so full text sees common and rare terms) and their vectors are MiniLM embeddings of 2,048
 generated texts plus noise, written with COPY (binary) and indexed afterwards (HNSW and GIN, as the
 migrations define them). Queries go through the API as a client would send them, each one new, so every
@@ -90,10 +91,11 @@ def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: 
     with psycopg.connect(libpq) as conn:
         register_vector(conn)
         with conn.cursor() as cur, cur.copy(
-            "COPY memories (id, tenant_id, content, content_hash, embedding, occurred_at, valid_from, user_id) "
-            "FROM STDIN WITH (FORMAT BINARY)"
+            "COPY memories (id, tenant_id, content, content_hash, embedding, occurred_at, valid_from, user_id, "
+            "session_id) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["uuid", "uuid", "text", "varchar", "vector", "timestamptz", "timestamptz", "varchar"])
+            copy.set_types(["uuid", "uuid", "text", "varchar", "vector", "timestamptz", "timestamptz", "varchar",
+                            "varchar"])
             for i in range(n):
                 j = int(rng.integers(0, POOL))
                 v = vecs[j] + rng.normal(0, 0.04, size=vecs.shape[1]).astype(np.float32)
@@ -101,7 +103,7 @@ def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: 
                 content = f"{texts[j][:-1]} {corpus.text()}"
                 when = start + timedelta(minutes=i)
                 copy.write_row((uuid.uuid4(), tenant_id, content, hashlib.sha256(content.encode()).hexdigest(), v,
-                                when, when, f"user{i % 50}"))
+                                when, when, f"user{i % 50}", f"{tenant_id.hex[:8]}-s{i // 25}"))
         conn.commit()
 
 

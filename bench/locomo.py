@@ -45,6 +45,9 @@ KS = (5, 10, 20)
 # Lever variants: RetrievalSettings changes on top of the defaults, compared on the hybrid mode.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "facts-as-pointers": {"facts_as_pointers": True},
+    "no-neighbours": {"neighbour_hits": 0},
+    "rrf-k-60": {"rrf_k": 60},
     "derived-gists": {"derive_fidelities": ("gist",)},
     "rrf-k-20": {"rrf_k": 20},
     "neighbours-5": {"neighbour_hits": 5},

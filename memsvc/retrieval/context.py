@@ -410,16 +410,24 @@ def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, ki
         return
     related: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
     for src, dst in links:  # src was derived from dst
-        for hit_id, other in ((src, dst), (dst, src)):
-            if hit_id in scores and other not in scores:
-                value = settings.link_weight * scores[hit_id][0]
-                if value > related.get(other, (0.0, hit_id))[0]:
-                    related[other] = (value, hit_id)
-    if not related:
-        return
-    query = scope.select(Memory).where(Memory.id.in_(list(related)), Memory.kind.in_(kinds),
-                                       *filter_clauses(filters, now))
-    for memory in session.scalars(query):
-        value, via = related[memory.id]
-        rows[memory.id] = memory
-        scores[memory.id] = (value, f"linked (derived_from) to a hit ({via})")
+        for hit_id, other, to_source in ((src, dst, True), (dst, src, False)):
+            if hit_id not in scores:
+                continue
+            # As pointers, a fact hands its whole weight to its sources (and then leaves the context).
+            factor = 1.0 if settings.facts_as_pointers and to_source else settings.link_weight
+            value = factor * scores[hit_id][0]
+            if value > max(scores.get(other, (0.0, ""))[0], related.get(other, (0.0, hit_id))[0]):
+                related[other] = (value, hit_id)
+    if settings.facts_as_pointers:
+        for src, _ in links:
+            if src in scores and getattr(rows.get(src), "kind", None) == "semantic":
+                del scores[src]
+    missing = [i for i in related if i not in rows]
+    if missing:
+        query = scope.select(Memory).where(Memory.id.in_(missing), Memory.kind.in_(kinds),
+                                           *filter_clauses(filters, now))
+        for memory in session.scalars(query):
+            rows[memory.id] = memory
+    for other, (value, via) in related.items():
+        if other in rows:
+            scores[other] = (value, f"linked (derived_from) to a hit ({via})")

@@ -35,7 +35,7 @@ class RetrievalSettings:
     prf_weight: float = 0.5
 
     # --- fusion -------------------------------------------------------------------------------
-    rrf_k: int = 60
+    rrf_k: int = 20  # LoCoMo: 20 beat 60 by 1.5 points of ER@1024 (the top ranks matter most)
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     # Added to the (0..1-normalised) relevance: small, so they order near-ties and do not
@@ -62,11 +62,13 @@ class RetrievalSettings:
     profile_limit: int = 20  # profile/core memories considered for every context
     profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs
     # Neighbouring episodes (same session, adjacent in time) of the top hits join the candidates.
-    neighbour_hits: int = 0
+    neighbour_hits: int = 5  # LoCoMo: +1.9 ER@1024, +4.8 ER@512 (answers are often the next turn)
     neighbour_window: int = 1
     neighbour_weight: float = 0.5  # a neighbour's score = weight * its hit's score
     # Sources of a retrieved fact (derived_from links) join the candidates, and vice versa.
     link_weight: float = 0.7
+    # Facts as pointers: a retrieved fact is replaced by its source episodes (at the fact's weight).
+    facts_as_pointers: bool = False
     # An episode whose text starts with "[its own date]" is shown without it: its day header says it.
     strip_own_date: bool = True
     # The counting pass after packing re-renders and recounts at most this many times to fill slack.
