@@ -29,7 +29,7 @@ from memsvc.retrieval.settings import DEFAULT_SETTINGS
 from memsvc.schemas import MemoryCreate
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
-from memsvc.tokens import get_counter
+from memsvc.tokens import counter_for_request
 from memsvc.validation import check_text
 
 ChatBackend = Callable[..., Any]  # litellm.completion's signature: (model=, messages=, stream=, **params)
@@ -202,7 +202,7 @@ def build(session: Session, scope: MemoryScope, embedder: Embedder, req: ChatReq
     if options.budget_tokens == 0:
         return Context()
     try:
-        counter = get_counter(options.context_model or req.model)
+        counter = counter_for_request(options.context_model or req.model)
     except MemsvcError as exc:
         raise ChatError.from_memsvc(exc) from None
     query = ContextQuery(

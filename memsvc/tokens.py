@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from memsvc.errors import Unavailable
+from memsvc.errors import InvalidInput, Unavailable
 
 __all__ = [
     "ByteCounter",
@@ -402,3 +402,12 @@ def get_counter(model: str) -> TokenCounter:
     target = resolve_model(model)
     with _load_lock:  # one 2 s GGUF read, not one per concurrent first request
         return _load(target)
+
+
+def counter_for_request(model: str) -> TokenCounter:
+    """`get_counter` for a model name that came from a client: `hf:<path>` would read a file from the
+    server's disk, so it is a server-side setting only and a request naming one gets a 422."""
+    if model.strip().lower().startswith("hf:"):
+        raise InvalidInput("model 'hf:<path>' is not accepted over the API; name a model or encoding",
+                           details={"field": "model"})
+    return get_counter(model)

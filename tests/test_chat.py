@@ -196,3 +196,15 @@ def test_invalid_json_and_unknown_model(chat_server, model, key) -> None:  # typ
             model="no-such-provider-model", messages=[{"role": "user", "content": "hi"}],
             extra_body={"memsvc": {"remember": False}})
     assert error.value.body["param"] == "model" and error.value.body["code"] == "model_not_found"
+
+
+def test_hf_path_models_are_refused_before_any_file_is_read(live_server, make_tenant):
+    import httpx
+
+    key = make_tenant()
+    response = httpx.post(
+        f"{live_server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+        json={"model": "hf:/etc", "messages": [{"role": "user", "content": "hi"}], "memsvc": {"user_id": "u"}},
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert "hf:" in response.json()["error"]["message"]

@@ -8,7 +8,6 @@ import uuid
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 
 from api.deps import get_store, requires
-from memsvc.errors import InvalidInput
 from memsvc.retrieval.context import SECTIONS, ContextQuery, build_context
 from memsvc.retrieval.schemas import (
     ContextItem,
@@ -22,7 +21,7 @@ from memsvc.retrieval.settings import DEFAULT_SETTINGS
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
-from memsvc.tokens import get_counter
+from memsvc.tokens import counter_for_request
 
 router = APIRouter(prefix="/v1", tags=["context"])
 log = logging.getLogger("memsvc.context")
@@ -53,11 +52,7 @@ def context(
     request: ContextRequest, http: Request, background: BackgroundTasks,
     _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
 ) -> ContextResult:
-    if request.model.strip().lower().startswith("hf:"):
-        # hf:<path> reads a tokenizer from the server's disk: a server setting, never a request's choice.
-        raise InvalidInput("model 'hf:<path>' is not accepted over the API; name a model or encoding",
-                           details={"field": "model"})
-    counter = get_counter(request.model)
+    counter = counter_for_request(request.model)
     query = ContextQuery(
         query=context_query_text(request), budget=request.budget_tokens, counter=counter,
         filters=to_search_filters(request), sections=tuple(request.sections or SECTIONS), fmt=request.format,
