@@ -200,3 +200,35 @@ def test_an_episode_is_not_dated_twice() -> None:
     assert "- [1 May 2023] Sam: I saw a cat." in out.context  # a different date is information: kept
     kept = assemble([same_day], 200, counter, RetrievalSettings(strip_own_date=False))
     assert "- [8 May 2023] Sam: I adopted a cat." in kept.context
+
+
+def test_neighbours_and_linked_sources_join_with_their_reasons(client, key, engine) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.db import session_scope
+    from memsvc.models import Memory, MemoryLink
+
+    turns = [
+        {"content": "[3 March 2024] Ana: Guess where I was on Saturday?", "occurred_at": "2024-03-03T10:00:00Z"},
+        {"content": "[3 March 2024] Ben: No idea, tell me!", "occurred_at": "2024-03-03T10:00:01Z"},
+        {"content": "[3 March 2024] Ana: At the Zanzibar spice market, buying cardamom.",
+         "occurred_at": "2024-03-03T10:00:02Z"},
+    ]
+    made = client.post("/v1/memories/batch", headers=auth(key),
+                       json={"items": [{**t, "session_id": "trip"} for t in turns]}).json()["items"]
+    fact = client.post("/v1/memories", headers=auth(key), json={
+        "content": "Ana visited a spice market in Zanzibar on 2 March 2024.", "kind": "semantic"}).json()
+    with session_scope(engine) as s:
+        tenant_id = s.get(Memory, uuid.UUID(fact["id"])).tenant_id
+        s.add(MemoryLink(src_id=uuid.UUID(fact["id"]), dst_id=uuid.UUID(made[2]["id"]), relation="derived_from",
+                         tenant_id=tenant_id))
+    body = _ctx(client, key, query="Which market did Ana visit in Zanzibar?", budget_tokens=400)
+    reasons = {i["id"]: i["reason"] for i in body["items"]}
+    assert fact["id"] in reasons and made[2]["id"] in reasons
+    assert "next to a hit" in reasons[made[1]["id"]] or "vector" in reasons[made[1]["id"]]
+    # As pointers, the fact leaves the context and its source carries its weight.
+    client.app.state.retrieval_settings = RetrievalSettings(facts_as_pointers=True)
+    try:
+        body = _ctx(client, key, query="Which market did Ana visit in Zanzibar?", budget_tokens=400)
+    finally:
+        client.app.state.retrieval_settings = None
+    ids = {i["id"] for i in body["items"]}
+    assert fact["id"] not in ids and made[2]["id"] in ids
