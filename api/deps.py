@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from memsvc.config import Settings
 from memsvc.embeddings import Embedder
+from memsvc.lifecycle.policy import get_policy
+from memsvc.lifecycle.tiers import TierPolicy
+from memsvc.models import Memory
+from memsvc.schemas import MemoryOut
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal, authenticate
+from memsvc.views import memory_out
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -61,3 +67,15 @@ def get_store(
 
 async def raw_body(request: Request) -> bytes:
     return await request.body()
+
+
+def get_tenant_policy(store: MemoryStore = Depends(get_store)) -> TierPolicy:
+    return get_policy(store.session, store.scope.tenant_id)
+
+
+Presenter = Callable[[Memory], MemoryOut]
+
+
+def get_presenter(policy: TierPolicy = Depends(get_tenant_policy)) -> Presenter:
+    """Rows -> MemoryOut with retention under the caller's tenant policy."""
+    return partial(memory_out, tau0_seconds=policy.tau0_seconds)

@@ -8,10 +8,9 @@ from memsvc.lifecycle.retention import retention
 from memsvc.models import ApiKey, Memory
 from memsvc.schemas import KeyOut, MemoryOut
 
-DEFAULT_TAU0_SECONDS = 30 * 86400.0
 
-
-def memory_out(memory: Memory, now: datetime | None = None, tau0_seconds: float = DEFAULT_TAU0_SECONDS) -> MemoryOut:
+def memory_out(memory: Memory, *, tau0_seconds: float, now: datetime | None = None) -> MemoryOut:
+    """The public shape; retention uses the tenant policy's tau0 (no default, so no caller forgets it)."""
     now = now or datetime.now(UTC)
     elapsed = (now - memory.last_accessed_at).total_seconds()
     return MemoryOut(

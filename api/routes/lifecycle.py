@@ -70,7 +70,7 @@ def give_feedback(
     else:
         feedback.weaken_memory(store.session, store.scope, mid, policy=current)
     store.session.commit()
-    return memory_out(store.get(mid), tau0_seconds=current.tau0_seconds)
+    return memory_out(store.get(mid), tau0_seconds=current.tau0_seconds)  # the policy already loaded above
 
 
 @router.get("/policy", response_model=TierPolicy, description="The tenant's effective lifecycle policy.")

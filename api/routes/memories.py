@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import get_store, raw_body, requires
+from api.deps import Presenter, get_presenter, get_store, get_tenant_policy, raw_body, requires
 from api.writes import commit_write
+from memsvc.lifecycle.feedback import promote_if_archived
+from memsvc.lifecycle.tiers import TierPolicy
 from memsvc.schemas import (
     BatchCreate,
     BatchResult,
@@ -21,7 +23,6 @@ from memsvc.schemas import (
 )
 from memsvc.store import ListFilters, MemoryStore, parse_uuid
 from memsvc.tenancy import Principal
-from memsvc.views import memory_out
 
 router = APIRouter(prefix="/v1", tags=["memories"])
 IDEMPOTENCY_DOC = "Send an Idempotency-Key header to make retries of this write safe."
@@ -31,8 +32,9 @@ IDEMPOTENCY_DOC = "Send an Idempotency-Key header to make retries of this write 
 def create_memory(
     item: MemoryCreate, request: Request, body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+    present: Presenter = Depends(get_presenter),
 ) -> JSONResponse:
-    return commit_write(request, store.session, principal, body, 201, lambda: memory_out(store.add(item)))
+    return commit_write(request, store.session, principal, body, 201, lambda: present(store.add(item)))
 
 
 @router.post("/memories/batch", status_code=201, response_model=BatchResult, description=(
@@ -42,10 +44,11 @@ def create_memory(
 def create_memories(
     batch: BatchCreate, request: Request, body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+    present: Presenter = Depends(get_presenter),
 ) -> JSONResponse:
     def produce() -> BatchResult:
         rows = store.add_batch(batch.items)
-        return BatchResult(items=[memory_out(r) for r in rows], count=len(rows))
+        return BatchResult(items=[present(r) for r in rows], count=len(rows))
 
     return commit_write(request, store.session, principal, body, 201, produce)
 
@@ -57,27 +60,23 @@ def list_memories(
     cursor: str | None = Query(default=None, description="next_cursor from the previous page"),
     limit: int = Query(default=50, ge=1, le=200),
     _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+    present: Presenter = Depends(get_presenter),
 ) -> MemoryPage:
     filters = ListFilters(user_id, agent_id, session_id, kind, tier, tag)
     rows, next_cursor = store.list(filters, cursor, limit)
-    from memsvc.lifecycle.policy import get_policy
-
-    tau0 = get_policy(store.session, store.scope.tenant_id).tau0_seconds  # retention under the tenant's policy
-    return MemoryPage(items=[memory_out(r, tau0_seconds=tau0) for r in rows], next_cursor=next_cursor)
+    return MemoryPage(items=[present(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/memories/{memory_id}", response_model=MemoryOut)
 def get_memory(
-    memory_id: str, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store)
+    memory_id: str, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+    policy: TierPolicy = Depends(get_tenant_policy), present: Presenter = Depends(get_presenter),
 ) -> MemoryOut:
-    from memsvc.lifecycle.feedback import promote_if_archived
-    from memsvc.lifecycle.policy import get_policy
-
-    memory, policy = store.get(parse_uuid(memory_id)), get_policy(store.session, store.scope.tenant_id)
+    memory = store.get(parse_uuid(memory_id))
     if promote_if_archived(store.session, store.scope, memory, policy):  # fetching an archived memory is a use
         store.session.commit()
         memory = store.get(memory.id)
-    return memory_out(memory, tau0_seconds=policy.tau0_seconds)
+    return present(memory)
 
 
 @router.patch(
@@ -86,9 +85,10 @@ def get_memory(
 def update_memory(
     memory_id: str, patch: MemoryUpdate, request: Request, body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
+    present: Presenter = Depends(get_presenter),
 ) -> JSONResponse:
     mid = parse_uuid(memory_id)
-    return commit_write(request, store.session, principal, body, 200, lambda: memory_out(store.update(mid, patch)))
+    return commit_write(request, store.session, principal, body, 200, lambda: present(store.update(mid, patch)))
 
 
 @router.delete("/memories/{memory_id}", response_model=DeletionReport, description=(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from api.deps import get_store, requires
+from api.deps import Presenter, get_presenter, get_store, requires
 from memsvc.retrieval.schemas import Duplicate, SearchHit, SearchRequest, SearchResult, to_search_filters
 from memsvc.retrieval.search import search as run_search
 from memsvc.retrieval.settings import DEFAULT_SETTINGS
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
 from memsvc.validation import check_text
-from memsvc.views import memory_out
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["search"])
 ))
 def search(
     request: SearchRequest, http: Request, _: Principal = Depends(requires("read")),
-    store: MemoryStore = Depends(get_store),
+    store: MemoryStore = Depends(get_store), present: Presenter = Depends(get_presenter),
 ) -> SearchResult:
     query = check_text(request.query, "query")
     # app.state.retrieval_settings: one RetrievalSettings for the whole app (benchmarks swap it).
@@ -33,7 +32,7 @@ def search(
     full = {m.id: m for m in store.get_many([h.id for h in outcome.hits])}
     return SearchResult(
         hits=[
-            SearchHit(memory=memory_out(full[h.id]), score=h.score, signals=h.signals,
+            SearchHit(memory=present(full[h.id]), score=h.score, signals=h.signals,
                       dense_rank=h.dense_rank, sparse_rank=h.sparse_rank, dense_similarity=h.dense_similarity,
                       bm25=h.sparse_score, reason=h.reason)
             for h in outcome.hits if h.id in full
