@@ -14,6 +14,16 @@ from typing import Any
 from memsvc.config import Settings
 
 log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM it when `memsvc serve` dies, even by SIGKILL,
+    so no orphaned worker keeps consuming jobs for a server that is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Runtime:
@@ -37,7 +47,9 @@ class Runtime:
         if self.start_workers:
             env = {**os.environ, "MEMSVC_DATABASE_URL": database_url, "MEMSVC_REDIS_URL": redis_url or ""}
             for command in ("worker", "beat"):
-                self._children.append(subprocess.Popen([sys.executable, "-m", "memsvc.cli", command], env=env))
+                self._children.append(subprocess.Popen(
+                    [sys.executable, "-m", "memsvc.cli", command], env=env, preexec_fn=_die_with_parent
+                ))
         return self
 
     def __exit__(

@@ -3,6 +3,7 @@ data kept across restarts, and Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -29,12 +30,13 @@ class Served:
         self.log = state_dir.parent / f"serve-{time.time_ns()}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "memsvc.cli", "serve"], env=env, stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.kill_all()
                 raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
             try:
                 if httpx.get(self.base + "/readyz", timeout=5).status_code == 200:
@@ -42,7 +44,13 @@ class Served:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        self.kill_all()
         raise AssertionError(f"serve not ready in time:\n{self.log.read_text()}")
+
+    def kill_all(self) -> None:
+        """After a failure: nothing this test started may outlive it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def output(self) -> str:
         return self.log.read_text()
@@ -72,7 +80,7 @@ def test_serve_embedded_default_end_to_end(tmp_path):
         postmaster = psutil.Process(int((state / "postgres" / "postmaster.pid").read_text().split()[0]))
         children = [*first.stop(), postmaster]
     except BaseException:
-        first.proc.kill()
+        first.kill_all()
         raise
     alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [p.cmdline() for p in alive]
@@ -84,5 +92,7 @@ def test_serve_embedded_default_end_to_end(tmp_path):
         headers = {"Authorization": f"Bearer {key}"}
         listed = httpx.get(second.base + "/v1/memories", headers=headers).json()["items"]
         assert [m["content"] for m in listed] == ["kept across restarts"]
-    finally:
-        second.stop()
+    except BaseException:
+        second.kill_all()
+        raise
+    second.stop()
