@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, true, union
+from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, text, true, union
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -136,6 +136,36 @@ def prepare(session: Session, query_text: str, settings: RetrievalSettings) -> l
     return sorted(row.terms or [])[:MAX_QUERY_TERMS]
 
 
+_COMMON: dict[str, Any] = {"at": -1e9, "freqs": {}}
+_COMMON_TTL_SECONDS = 300.0
+
+
+def common_lexemes(session: Session) -> dict[str, float]:
+    """Share of all memories holding each of the most common lexemes, from the planner's statistics
+    (pg_stats.most_common_elems of search_tsv, kept by ANALYZE / autovacuum; table-wide, not per tenant).
+    Cached for a few minutes: statistics move slowly and this must not cost a query per search."""
+    now = time.monotonic()
+    if now - _COMMON["at"] < _COMMON_TTL_SECONDS:
+        return _COMMON["freqs"]  # type: ignore[no-any-return]
+    row = session.execute(text(
+        "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs FROM pg_stats "
+        "WHERE tablename = 'memories' AND attname = 'search_tsv' AND schemaname = current_schema()"
+    )).first()
+    freqs: dict[str, float] = {}
+    if row is not None and row.elems and row.freqs:
+        freqs = {e: float(f) for e, f in zip(row.elems, row.freqs, strict=False)}  # freqs carries 3 extra stats
+    _COMMON.update(at=now, freqs=freqs)
+    return freqs
+
+
+def prune_common(session: Session, terms: list[str], max_freq: float) -> list[str]:
+    """Drop near-stopwords (in more than max_freq of memories): BM25 gives them almost no weight, but
+    each one can pull most of a large scope into the full-text pool. The rarest term always stays."""
+    freqs = common_lexemes(session)
+    kept = [t for t in terms if freqs.get(t, 0.0) <= max_freq]
+    return kept or [min(terms, key=lambda t: freqs.get(t, 0.0))]
+
+
 def query_terms(session: Session, query_text: str) -> list[str]:
     return prepare(session, query_text, RetrievalSettings())
 
@@ -159,6 +189,8 @@ def candidates(
         dense = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
                  .order_by(distance).limit(settings.dense_k).cte("dense"))
         parts.append(select(dense.c.id))
+    if terms and settings.sparse_k > 0 and settings.sparse_common_freq < 1.0:
+        terms = prune_common(session, terms, settings.sparse_common_freq)
     if terms and settings.sparse_k > 0:
         n_scope = _scope_size(session, scope, filters, where)
         pool = (select(Memory.id.label("id"), Memory.search_tsv.label("v"),

@@ -27,6 +27,9 @@ class RetrievalSettings:
     # Full text ranks every row that matches any query term (BM25 needs them all for document
     # frequencies); past this many matches the pool is cut (latency bound for huge scopes).
     sparse_pool_limit: int = 20_000
+    # Query terms found in more than this share of all memories (planner statistics) are left out of
+    # full text: near-stopwords, worth ~nothing to BM25 but able to pull a whole scope into the pool.
+    sparse_common_freq: float = 0.2
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
 
