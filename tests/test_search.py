@@ -174,3 +174,13 @@ def test_empty_scope_and_bad_input(client, key) -> None:  # type: ignore[no-unty
         assert r.status_code == status, (body, r.text)
         assert r.json()["error"]["message"]
     assert client.post("/v1/search", json={"query": "x"}).status_code == 401
+
+
+def test_near_stopwords_leave_the_full_text_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from memsvc.retrieval import search as search_module
+
+    monkeypatch.setattr(search_module, "_COMMON", {"at": time.monotonic(), "freqs": {"2023": 0.7, "say": 0.3}})
+    assert search_module.prune_common(None, ["2023", "cello", "say"], 0.2) == ["cello"]  # type: ignore[arg-type]
+    assert search_module.prune_common(None, ["2023", "say"], 0.2) == ["say"]  # type: ignore[arg-type]  # rarest stays
