@@ -184,3 +184,13 @@ def test_near_stopwords_leave_the_full_text_pool(monkeypatch) -> None:  # type: 
     monkeypatch.setattr(search_module, "_COMMON", {"at": time.monotonic(), "freqs": {"2023": 0.7, "say": 0.3}})
     assert search_module.prune_common(None, ["2023", "cello", "say"], 0.2) == ["cello"]  # type: ignore[arg-type]
     assert search_module.prune_common(None, ["2023", "say"], 0.2) == ["say"]  # type: ignore[arg-type]  # rarest stays
+
+
+def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed(client, key)
+    client.app.state.retrieval_settings = RetrievalSettings(graph_scan_min_rows=0, graph_scan_min_share=0.0)
+    try:
+        forced = _search(client, key, query="Which dog did Bob adopt?", mode="dense")
+    finally:
+        client.app.state.retrieval_settings = None
+    assert forced["hits"][0]["memory"]["id"] == ids[FACTS[1][0]] and forced["hits"][0]["dense_rank"] == 1

@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select, text, true, union
-from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy import Float, and_, bindparam, case, cast, func, literal, null, or_, select, text, true, union
+from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -176,6 +177,44 @@ def _tsquery(terms: list[str]) -> Any:
     return literal(quoted).cast(TSQUERY)
 
 
+_TABLE: dict[str, float] = {"at": -1e9, "rows": 0.0}
+
+
+def _table_rows(session: Session) -> float:
+    now = time.monotonic()
+    if now - _TABLE["at"] > _COMMON_TTL_SECONDS:
+        rows = session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass"))
+        _TABLE.update(at=now, rows=float(rows or 0.0))
+    return _TABLE["rows"]
+
+
+def _prefer_graph(session: Session, scope: MemoryScope, filters: SearchFilters, where: list[Any],
+                  settings: RetrievalSettings) -> bool:
+    """Whether to make Postgres walk the HNSW graph rather than compare every vector of the scope.
+
+    The planner prefers the exact scan (scope rows by B-tree, then sort by distance) whenever the
+    tenant filter looks selective; at 100k memories in a 1M table that costs 100k distance computations
+    (~300 ms here) where the graph needs ~1k. For small scopes the exact scan is cheap and exact; for a
+    scope that is a tiny share of the table the graph walk would have to skip nearly everything.
+    """
+    n_scope = _scope_size(session, scope, filters, where)
+    return n_scope >= settings.graph_scan_min_rows and n_scope >= settings.graph_scan_min_share * _table_rows(session)
+
+
+def _graph_scan(session: Session, nearest: Any) -> list[Any]:
+    """Run the nearest-neighbour query with bitmap and sequential scans off (this transaction only),
+    which leaves the HNSW index scan as the planner's choice; then put the settings back."""
+    before = session.execute(select(
+        func.current_setting("enable_bitmapscan").label("bitmap"), func.current_setting("enable_seqscan").label("seq"),
+        func.set_config("enable_bitmapscan", "off", True), func.set_config("enable_seqscan", "off", True),
+    )).one()
+    try:
+        return list(session.execute(nearest).all())
+    finally:
+        session.execute(select(func.set_config("enable_bitmapscan", before.bitmap, True),
+                               func.set_config("enable_seqscan", before.seq, True)))
+
+
 def candidates(
     session: Session, scope: MemoryScope, vector: list[float] | None, terms: list[str], filters: SearchFilters,
     settings: RetrievalSettings, now: datetime, *, with_embeddings: bool,
@@ -186,8 +225,17 @@ def candidates(
     dense = sparse = None
     if vector is not None and settings.dense_k > 0:
         distance = Memory.embedding.cosine_distance(vector)
-        dense = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
-                 .order_by(distance).limit(settings.dense_k).cte("dense"))
+        nearest = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
+                   .order_by(distance).limit(settings.dense_k))
+        if _prefer_graph(session, scope, filters, where, settings):
+            found = _graph_scan(session, nearest)
+            table = func.unnest(
+                bindparam("dense_ids", [r.id for r in found], type_=ARRAY(PG_UUID(as_uuid=True))),
+                bindparam("dense_d", [float(r.d) for r in found], type_=ARRAY(Float)),
+            ).table_valued("id", "d").render_derived(name="dense_found")
+            dense = select(table.c.id, table.c.d).cte("dense")
+        else:
+            dense = nearest.cte("dense")
         parts.append(select(dense.c.id))
     if terms and settings.sparse_k > 0 and settings.sparse_common_freq < 1.0:
         terms = prune_common(session, terms, settings.sparse_common_freq)

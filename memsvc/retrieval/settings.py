@@ -24,6 +24,10 @@ class RetrievalSettings:
     dense_k: int = 60  # nearest neighbours taken from the HNSW index
     sparse_k: int = 60  # best full-text matches taken
     hnsw_ef_search: int = 100
+    # Walk the HNSW graph (rather than let the planner compare every vector in scope) once the scope has
+    # this many memories and is at least this share of the table (see search._prefer_graph).
+    graph_scan_min_rows: int = 10_000
+    graph_scan_min_share: float = 0.02
     # Full text ranks every row that matches any query term (BM25 needs them all for document
     # frequencies); past this many matches the pool is cut (latency bound for huge scopes).
     sparse_pool_limit: int = 20_000
