@@ -176,7 +176,7 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
     records = []
     lat_search: list[float] = []
     lat_context: list[float] = []
-    for conv in convs:
+    for n_conv, conv in enumerate(convs):
         headers, id_to_dia = conv["headers"], conv["ids"]
         for qa in conv["questions"]:
             gold = set(qa["gold"])
@@ -186,7 +186,7 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
             lat_search.append((time.perf_counter() - t) * 1e3)
             r.raise_for_status()
             ranked = [id_to_dia.get(h["memory"]["id"], "?") for h in r.json()["hits"]]
-            rec: dict[str, Any] = {"category": qa["category"], "gold": len(gold)}
+            rec: dict[str, Any] = {"conversation": n_conv, "category": qa["category"], "gold": len(gold)}
             for k in KS:
                 rec[f"R@{k}"] = len(gold & set(ranked[:k]))
             rec["NDCG@10"] = ndcg(ranked, gold)
@@ -315,7 +315,7 @@ def main() -> None:
                 lat = {"search_p50": pct(ev["latency_search_ms"], .5), "search_p95": pct(ev["latency_search_ms"], .95),
                        "context_p50": pct(ev["latency_context_ms"], .5),
                        "context_p95": pct(ev["latency_context_ms"], .95)}
-                results["modes"][mode] = {"summary": summary, "latency_ms": lat}
+                results["modes"][mode] = {"summary": summary, "latency_ms": lat, "records": ev["records"]}
                 name = {"hybrid": "memsvc hybrid (default settings)", "sparse": "BM25 only", "dense": "dense only"}
                 print_table(f"{name.get(mode, mode)}: ER/any/AC in % at cl100k budgets, search recall in % "
                             f"({time.perf_counter() - t:.0f} s)", summary, budgets)
