@@ -91,28 +91,6 @@ class BatchResult(BaseModel):
     count: int
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(min_length=1, max_length=4000)
-    user_id: ScopeId | None = _ID
-    agent_id: ScopeId | None = _ID
-    session_id: ScopeId | None = _ID
-    kinds: list[Kind] | None = None
-    tags: list[str] | None = None
-    limit: int = Field(default=10, ge=1, le=100)
-
-
-class SearchHit(BaseModel):
-    memory: MemoryOut
-    score: float
-    signals: dict[str, float] = Field(description="Per-signal contributions: which signal put it here.")
-
-
-class SearchResult(BaseModel):
-    hits: list[SearchHit]
-
-
 class ScopeSelector(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
