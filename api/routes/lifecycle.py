@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import get_session, get_store, raw_body, requires
+from api.deps import Presenter, get_presenter, get_session, get_store, get_tenant_policy, raw_body, requires
 from api.lifecycle_deps import get_job_queue
 from api.writes import commit_write
 from memsvc import jobs
@@ -25,7 +25,6 @@ from memsvc.queue import JobQueue
 from memsvc.schemas import MemoryOut
 from memsvc.store import MemoryStore, parse_uuid
 from memsvc.tenancy import Principal
-from memsvc.views import memory_out
 
 router = APIRouter(prefix="/v1", tags=["lifecycle"])
 
@@ -58,19 +57,19 @@ def consolidate(
     "being forgotten) and brings it one tier back toward verbatim; false weakens it."
 ))
 def give_feedback(
-    memory_id: str, item: FeedbackRequest, principal: Principal = Depends(requires("write")),
-    store: MemoryStore = Depends(get_store),
+    memory_id: str, item: FeedbackRequest, _: Principal = Depends(requires("write")),
+    store: MemoryStore = Depends(get_store), current: TierPolicy = Depends(get_tenant_policy),
+    present: Presenter = Depends(get_presenter),
 ) -> MemoryOut:
     mid = parse_uuid(memory_id)
     memory = store.get(mid)
     store.scope.check_writable(memory.user_id, memory.agent_id)
-    current = policy.get_policy(store.session, principal.tenant_id)
     if item.useful:
         feedback.reinforce_used(store.session, store.scope, [mid], policy=current)
     else:
         feedback.weaken_memory(store.session, store.scope, mid, policy=current)
     store.session.commit()
-    return memory_out(store.get(mid), tau0_seconds=current.tau0_seconds)  # the policy already loaded above
+    return present(store.get(mid))
 
 
 @router.get("/policy", response_model=TierPolicy, description="The tenant's effective lifecycle policy.")
@@ -109,10 +108,10 @@ def patch_policy(
 def retention(
     memory_id: str, horizon_days: float = Query(default=90.0, gt=0, le=36_500),
     points: int = Query(default=50, ge=2, le=1000),
-    principal: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+    _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+    current: TierPolicy = Depends(get_tenant_policy),
 ) -> RetentionCurve:
     memory = store.get(parse_uuid(memory_id))
-    current = policy.get_policy(store.session, principal.tenant_id)
     now = datetime.now(UTC)
     elapsed0 = max(0.0, (now - memory.last_accessed_at).total_seconds())
     curve = retention_curve(memory.strength, current.tau0_seconds, horizon_days * SECONDS_PER_DAY, points)
