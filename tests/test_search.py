@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from memsvc.retrieval.rank import Ranked, fuse, mmr
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, speaker_of
 from memsvc.retrieval.settings import RetrievalSettings
 from tests.conftest import auth
 
@@ -33,6 +33,26 @@ def test_retention_and_importance_break_ties_without_overriding_relevance() -> N
     faded = Ranked(uuid.uuid4(), dense_rank=3, retention=0.0, importance=0.0)
     better = Ranked(uuid.uuid4(), dense_rank=1, sparse_rank=1, retention=0.0, importance=0.0)
     assert [c.id for c in fuse([faded, fresh, better], s)] == [better.id, fresh.id, faded.id]
+
+
+def test_turns_of_the_one_person_the_query_names_come_first() -> None:
+    assert speaker_of("[8 May 2023] Caroline: I went to the support group.") == "Caroline"
+    assert speaker_of("Mary Ann: hi") == "Mary Ann" and speaker_of("no speaker here: x") is None
+    assert named_in("What did Caroline's sister research?") >= {"Caroline", "What"}
+
+    def turns() -> list[Ranked]:
+        return [Ranked(uuid.uuid4(), dense_rank=1, sparse_rank=2, speaker="Melanie"),
+                Ranked(uuid.uuid4(), dense_rank=3, sparse_rank=3, speaker="Caroline"),
+                Ranked(uuid.uuid4(), dense_rank=2, sparse_rank=1)]  # not a turn
+
+    s = RetrievalSettings()
+    about_caroline = fuse(turns(), s, named_in("What did Caroline research?"))
+    assert about_caroline[0].speaker == "Caroline" and "named_speaker" in about_caroline[0].signals
+    assert about_caroline[0].score == pytest.approx(sum(about_caroline[0].signals.values()))
+    # Nobody named, two people named, or the boost off: relevance alone orders them.
+    for query, settings in (("What happened?", s), ("Did Caroline meet Melanie?", s),
+                            ("What did Caroline research?", s.with_(speaker_boost=0.0))):
+        assert fuse(turns(), settings, named_in(query))[0].speaker != "Caroline"
 
 
 def test_mmr_drops_exact_and_near_duplicates_and_says_of_what() -> None:
@@ -176,14 +196,12 @@ def test_empty_scope_and_bad_input(client, key) -> None:  # type: ignore[no-unty
     assert client.post("/v1/search", json={"query": "x"}).status_code == 401
 
 
-def test_near_stopwords_leave_the_full_text_pool(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import time
+def test_near_stopwords_leave_the_full_text_pool() -> None:
+    from memsvc.retrieval.fulltext import prune_common
 
-    from memsvc.retrieval import search as search_module
-
-    monkeypatch.setattr(search_module, "_COMMON", {"at": time.monotonic(), "freqs": {"2023": 0.7, "say": 0.3}})
-    assert search_module.prune_common(None, ["2023", "cello", "say"], 0.2) == ["cello"]  # type: ignore[arg-type]
-    assert search_module.prune_common(None, ["2023", "say"], 0.2) == ["say"]  # type: ignore[arg-type]  # rarest stays
+    freqs = {"2023": 0.7, "say": 0.3}
+    assert prune_common(["2023", "cello", "say"], freqs, 0.2) == ["cello"]
+    assert prune_common(["2023", "say"], freqs, 0.2) == ["say"]  # the rarest stays
 
 
 def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ from memsvc.llm.gateway import (
     normalize_attribute,
     normalize_key,
 )
+from memsvc.llm.summary import looks_like_turn, summarize_turn
 
 SUMMARY_RATIO = 0.4
 GIST_MIN_WORDS = 12
@@ -466,6 +467,10 @@ class BuiltinLLM(UsageMeter):
         text = " ".join(text.split())
         if not must_shrink(text):
             return text
+        if looks_like_turn(text):
+            turn = summarize_turn(text)
+            if len(turn) < len(text):
+                return turn
         sentences = split_sentences(text)
         budget = int(len(text) * SUMMARY_RATIO)
         chosen: list[int] = []

@@ -5,6 +5,7 @@ Plain values in, plain values out (no database), so every rule here is unit-test
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Ranked:
     content_hash: str | None = None
     embedding: np.ndarray | None = None
     twins: frozenset[uuid.UUID] = frozenset()  # near-duplicates among the candidates, when known without vectors
+    speaker: str | None = None  # who said it, for a conversation turn ("Caroline: ...")
     score: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -46,20 +48,44 @@ class Ranked:
         return ("both signals: " if len(found) == 2 else "") + ", ".join(parts) if parts else "filter match"
 
 
-def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings) -> list[Ranked]:
+_SPEAKER = re.compile(r"^(?:\[[^\]]{1,60}\]\s*)?([A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,2}):\s")
+_NAME = re.compile(r"\b[A-Z][\w'-]+")
+
+
+def speaker_of(content: str) -> str | None:
+    """The speaker of a conversation turn stored as "[date] Name: text" or "Name: text"."""
+    m = _SPEAKER.match(content)
+    return m.group(1) if m else None
+
+
+def named_in(query: str) -> frozenset[str]:
+    """Capitalised words of the query (possessives trimmed): the people it may be about."""
+    return frozenset(w.removesuffix("'s").removesuffix("'") for w in _NAME.findall(query))
+
+
+def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
+         named: frozenset[str] = frozenset()) -> list[Ranked]:
     """Weighted RRF, normalised to [0, 1] (1 = first in every list), plus small retention/importance terms.
 
+    A turn spoken by the one person the query names gets `speaker_boost` times its relevance on top:
+    questions about someone are mostly answered by what they said themselves (LoCoMo: 97% of the
+    evidence of such questions). With two or more people named, nobody is preferred.
     `signals` holds each term's contribution, so score == sum(signals.values()).
     """
     best = settings.dense_weight / (settings.rrf_k + 1) + settings.sparse_weight / (settings.rrf_k + 1)
     norm = 1.0 / best if best > 0 else 0.0
     relevance_share = max(0.0, 1.0 - settings.retention_weight - settings.importance_weight)
+    speakers = {c.speaker.split()[0] for c in candidates if c.speaker}
+    present = named & speakers
+    speakers_named = present if len(present) == 1 else frozenset()
     for c in candidates:
         signals: dict[str, float] = {}
         for name, rank, weight in (("dense", c.dense_rank, settings.dense_weight),
                                    ("sparse", c.sparse_rank, settings.sparse_weight)):
             if rank is not None and weight > 0:
                 signals[name] = relevance_share * norm * weight / (settings.rrf_k + rank)
+        if settings.speaker_boost and c.speaker and c.speaker.split()[0] in speakers_named:
+            signals["named_speaker"] = settings.speaker_boost * (signals.get("dense", 0.0) + signals.get("sparse", 0.0))
         signals["retention"] = settings.retention_weight * min(1.0, max(0.0, c.retention))
         signals["importance"] = settings.importance_weight * min(1.0, max(0.0, c.importance))
         c.signals = signals
