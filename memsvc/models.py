@@ -8,6 +8,7 @@ from typing import Any
 
 from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Computed,
     DateTime,
@@ -153,7 +154,28 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class TextStats(Base):
+    """BM25 collection statistics of one tenant, recounted by maintenance (migration 0004)."""
+
+    __tablename__ = "text_stats"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    docs: Mapped[int] = mapped_column(Integer)
+    total_len: Mapped[int] = mapped_column(BigInteger)
+    min_df: Mapped[int] = mapped_column(Integer)  # lexemes rarer than this were not stored
+    len_quantiles: Mapped[list[int]] = mapped_column(ARRAY(Integer), default=list, server_default="{}")
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LexemeStats(Base):
+    """Document frequency of one lexeme in one tenant, as of its TextStats.refreshed_at."""
+
+    __tablename__ = "lexeme_stats"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    df: Mapped[int] = mapped_column(Integer)
+
+
 __all__ = [
-    "Base", "Tenant", "ApiKey", "Memory", "MemoryLink", "Job", "MemoryToken", "IdempotencyRecord",
-    "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES", "EMBEDDING_DIM",
+    "Base", "Tenant", "ApiKey", "Memory", "MemoryLink", "Job", "MemoryToken", "IdempotencyRecord", "TextStats",
+    "LexemeStats", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES", "EMBEDDING_DIM",
 ]
