@@ -178,7 +178,13 @@ def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
     tenant_id = job.tenant_id
     report = run_decay(ctx.sessions, tenant_id, _now(job.params), llm=ctx.llm(), settings=ctx.settings,
                        on_orphans=lambda s, ids: schedule_rederive(s, ctx.queue, tenant_id, ids))
-    return report.as_dict()
+    # The same periodic pass recounts the tenant's full-text statistics (BM25 document frequencies of
+    # large scopes come from them instead of a count over the scope per query).
+    from memsvc.retrieval.fulltext import refresh_text_stats
+
+    with ctx.sessions() as session, session.begin():
+        text_stats = refresh_text_stats(session, tenant_id)
+    return {**report.as_dict(), "text_stats": text_stats}
 
 
 @handler("rederive")

@@ -4,10 +4,9 @@ Every query starts from the caller's `MemoryScope`; filters (kind, tags, time ra
 a time, archived tier) are applied inside both candidate lists, so the HNSW scan and the full-text
 pool only ever see rows the caller may read. Fusion, MMR and the score breakdown live in `rank`.
 
-Full text is scored with BM25 rather than `ts_rank_cd`, because `ts_rank_cd` has no inverse document
-frequency: a speaker's name in every turn would weigh as much as the one rare word that matters.
-Document frequencies are exact: every row holding a query term matches the OR-query, so counting
-inside the matched pool counts the whole (filtered) scope.
+The full-text list (BM25) comes from `fulltext`: exact for small scopes, from per-tenant statistics and
+pruned to the rows that can reach the top k for large ones. Both lists reach the main statement as
+arrays of (id, score), which fetches the candidate rows once.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import Float, and_, bindparam, case, cast, func, literal, null, or_, select, text, true, union
-from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
+from sqlalchemy import Float, and_, bindparam, cast, func, null, or_, select, text, union
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -32,7 +31,8 @@ from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.lifecycle.retention import retention_at
 from memsvc.models import EMBEDDING_DIM, Memory
-from memsvc.retrieval.rank import Ranked, fuse, mmr, rrf_only
+from memsvc.retrieval import fulltext
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, speaker_of
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.scoping import MemoryScope
 
@@ -107,6 +107,12 @@ _N_TTL_SECONDS = 60.0
 
 
 def _scope_size(session: Session, scope: MemoryScope, filters: SearchFilters, where: list[Any]) -> int:
+    if scope.user_ids is None and scope.agent_ids is None and filters == SearchFilters():
+        # A whole tenant with the default filters: its size at the last full-text recount is close enough
+        # for choosing a plan, and counting 100k rows costs ~90 ms whenever the cache below expires.
+        docs = fulltext.stored_docs(session, scope.tenant_id)
+        if docs is not None:
+            return docs
     key = (scope, filters.key())
     now = time.monotonic()
     with _N_LOCK:
@@ -137,52 +143,17 @@ def prepare(session: Session, query_text: str, settings: RetrievalSettings) -> l
     return sorted(row.terms or [])[:MAX_QUERY_TERMS]
 
 
-_COMMON: dict[str, Any] = {"at": -1e9, "freqs": {}}
-_COMMON_TTL_SECONDS = 300.0
-
-
-def common_lexemes(session: Session) -> dict[str, float]:
-    """Share of all memories holding each of the most common lexemes, from the planner's statistics
-    (pg_stats.most_common_elems of search_tsv, kept by ANALYZE / autovacuum; table-wide, not per tenant).
-    Cached for a few minutes: statistics move slowly and this must not cost a query per search."""
-    now = time.monotonic()
-    if now - _COMMON["at"] < _COMMON_TTL_SECONDS:
-        return _COMMON["freqs"]  # type: ignore[no-any-return]
-    row = session.execute(text(
-        "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs FROM pg_stats "
-        "WHERE tablename = 'memories' AND attname = 'search_tsv' AND schemaname = current_schema()"
-    )).first()
-    freqs: dict[str, float] = {}
-    if row is not None and row.elems and row.freqs:
-        freqs = {e: float(f) for e, f in zip(row.elems, row.freqs, strict=False)}  # freqs carries 3 extra stats
-    _COMMON.update(at=now, freqs=freqs)
-    return freqs
-
-
-def prune_common(session: Session, terms: list[str], max_freq: float) -> list[str]:
-    """Drop near-stopwords (in more than max_freq of memories): BM25 gives them almost no weight, but
-    each one can pull most of a large scope into the full-text pool. The rarest term always stays."""
-    freqs = common_lexemes(session)
-    kept = [t for t in terms if freqs.get(t, 0.0) <= max_freq]
-    return kept or [min(terms, key=lambda t: freqs.get(t, 0.0))]
-
-
 def query_terms(session: Session, query_text: str) -> list[str]:
     return prepare(session, query_text, RetrievalSettings())
 
 
-def _tsquery(terms: list[str]) -> Any:
-    """An OR of exact lexemes; cast (not to_tsquery) so nothing re-parses or re-stems them."""
-    quoted = " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
-    return literal(quoted).cast(TSQUERY)
-
-
+_TABLE_TTL_SECONDS = 300.0
 _TABLE: dict[str, float] = {"at": -1e9, "rows": 0.0}
 
 
 def _table_rows(session: Session) -> float:
     now = time.monotonic()
-    if now - _TABLE["at"] > _COMMON_TTL_SECONDS:
+    if now - _TABLE["at"] > _TABLE_TTL_SECONDS:
         rows = session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass"))
         _TABLE.update(at=now, rows=float(rows or 0.0))
     return _TABLE["rows"]
@@ -237,31 +208,14 @@ def candidates(
         else:
             dense = nearest.cte("dense")
         parts.append(select(dense.c.id))
-    if terms and settings.sparse_k > 0 and settings.sparse_common_freq < 1.0:
-        terms = prune_common(session, terms, settings.sparse_common_freq)
     if terms and settings.sparse_k > 0:
-        n_scope = _scope_size(session, scope, filters, where)
-        pool = (select(Memory.id.label("id"), Memory.search_tsv.label("v"),
-                       func.length(Memory.search_tsv).label("len"))
-                .where(*where, Memory.search_tsv.op("@@")(_tsquery(terms)))
-                .limit(settings.sparse_pool_limit).cte("pool"))
-        term_queries = [_tsquery([t]) for t in terms]
-        stats = select(
-            func.count().label("n"), func.avg(pool.c.len).label("avglen"),
-            *[func.count().filter(pool.c.v.op("@@")(q)).label(f"df{i}") for i, q in enumerate(term_queries)],
-        ).cte("stats")
-        k1, b = float(settings.bm25_k1), float(settings.bm25_b)
-        n_total = func.greatest(literal(n_scope, Float), stats.c.n)
-        # Presence-only BM25 (tf = 1): memories are short, repeated words are rare and mostly noise.
-        norm = (k1 + 1) / (1 + k1 * (1 - b + b * pool.c.len / func.greatest(stats.c.avglen, 1.0)))
-        score = sum(
-            (case((pool.c.v.op("@@")(q), 1.0), else_=0.0)
-             * func.ln(1.0 + (n_total - stats.c[f"df{i}"] + 0.5) / (stats.c[f"df{i}"] + 0.5))
-             for i, q in enumerate(term_queries)),
-            literal(0.0, Float),
-        ) * norm
-        sparse = (select(pool.c.id.label("id"), score.label("s")).select_from(pool.join(stats, true()))
-                  .order_by(score.desc(), pool.c.id).limit(settings.sparse_k).cte("sparse"))
+        found_s = fulltext.top(session, scope.tenant_id, where, terms, _scope_size(session, scope, filters, where),
+                               settings)
+        table = func.unnest(
+            bindparam("sparse_ids", [i for i, _ in found_s], type_=ARRAY(PG_UUID(as_uuid=True))),
+            bindparam("sparse_s", [s for _, s in found_s], type_=ARRAY(Float)),
+        ).table_valued("id", "s").render_derived(name="sparse_found")
+        sparse = select(table.c.id, table.c.s).cte("sparse")
         parts.append(select(sparse.c.id))
     if not parts:
         return [], {}
@@ -303,7 +257,7 @@ def candidates(
             retention=retention_at(now, row.last_accessed_at, row.strength, settings.tau0_seconds),
             importance=float(row.importance), content_hash=row.content_hash,
             embedding=row.embedding if with_embeddings else None,
-            twins=frozenset(getattr(row, "twins", None) or ()),
+            twins=frozenset(getattr(row, "twins", None) or ()), speaker=speaker_of(row.content),
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
                                         key=lambda c: (-c.dense_similarity, str(c.id))), start=1):  # type: ignore[operator]
@@ -352,7 +306,8 @@ def search(
     # MMR needs the vectors; plain near-duplicate removal only needs the pairs (computed in SQL).
     diverse = settings.mmr_lambda < 1.0
     ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=diverse)
-    ordered = fuse(ranked, settings) if mode == "hybrid" else rrf_only(ranked, mode)
+    named = named_in(query_text)
+    ordered = fuse(ranked, settings, named) if mode == "hybrid" else rrf_only(ranked, mode)
     if mode == "hybrid" and settings.prf_docs > 0 and vector is not None and ordered:
         # Pseudo-relevance feedback (Rocchio): move the query vector toward the best first-pass hits and
         # search again; finds turns that answer the question without sharing its words.
@@ -364,7 +319,7 @@ def search(
             vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist()
             ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now,
                                       with_embeddings=diverse)
-            ordered = fuse(ranked, settings)
+            ordered = fuse(ranked, settings, named)
     t2 = time.perf_counter()
     hits, duplicates = mmr(ordered, limit, settings)
     t3 = time.perf_counter()

@@ -1,0 +1,337 @@
+"""BM25 over Postgres full text: the sparse candidate list of `search.candidates`.
+
+Scored with BM25 rather than `ts_rank_cd`, because `ts_rank_cd` has no inverse document frequency: a
+speaker's name in every turn would weigh as much as the one rare word that matters. Presence-only
+(tf = 1): memories are short, and repeated words in them are rare and mostly noise.
+
+Two ways to get the top `sparse_k`, by scope size:
+
+- Small scopes (< sparse_exact_max_rows): exact. Every row holding any query term is scored, and the
+  document frequencies are counted inside that pool (it holds every row with a query term, so that is
+  the whole filtered scope's count). Cheap while the scope is small.
+- Large scopes: document frequencies, collection size and lengths come from `lexeme_stats` /
+  `text_stats`, recounted per tenant by maintenance (`refresh_text_stats`, run by the decay job); a
+  lexeme too rare to be stored there is counted at query time (it is rare, so that is cheap). Then
+  only rows that can reach the top k are read (MaxScore with length bounds): first every row holding
+  one of the rarest terms (up to about sparse_pool_target rows), which gives a k-th score theta. A row
+  holding none of the rare terms scores at most `length factor(its length) * sum of the idf of the
+  terms it holds`; so among the others only rows holding enough of the remaining terms *and* short
+  enough to beat theta are fetched, through a bitmap OR of the GIN index (which terms) and a (tenant,
+  length) B-tree (how long). Rows holding more terms are fetched first, as they raise theta most; where
+  theta is still too low to bound a large group, that group's k shortest rows come first (an index
+  scan in length order). Given the statistics the result is the exact BM25 top k; only the statistics
+  are approximate (as of the last recount: a memory written since is found and scored like the others,
+  but counts in no df).
+Without statistics for the tenant (before its first maintenance run) large scopes use the exact path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Float, Text, bindparam, case, cast, func, literal, or_, select, text, true
+from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
+from sqlalchemy.orm import Session
+
+from memsvc.models import LexemeStats, Memory, TextStats
+from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
+
+Scored = list[tuple[uuid.UUID, float]]
+
+
+def tsquery_text(terms: list[str]) -> str:
+    """An OR of exact lexemes, quoted so that nothing re-parses or re-stems them."""
+    return " | ".join(_quote(t) for t in terms)
+
+
+def _quote(term: str) -> str:
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery(terms: list[str]) -> Any:
+    return literal(tsquery_text(terms)).cast(TSQUERY)
+
+
+def matches(terms: list[str]) -> Any:
+    return Memory.search_tsv.op("@@")(tsquery(terms))
+
+
+# ---- near-stopwords from the planner's statistics (the exact path; the statistics path has its own df) --
+_COMMON: dict[str, Any] = {"at": -1e9, "freqs": {}}
+_COMMON_TTL_SECONDS = 300.0
+_COMMON_LOCK = threading.Lock()
+
+
+def common_lexemes(session: Session) -> dict[str, float]:
+    """Share of all memories holding each of the most common lexemes, from the planner's statistics
+    (pg_stats.most_common_elems of search_tsv, kept by ANALYZE / autovacuum; table-wide, not per tenant).
+    Cached for a few minutes: statistics move slowly and this must not cost a query per search."""
+    now = time.monotonic()
+    if now - _COMMON["at"] < _COMMON_TTL_SECONDS:
+        return _COMMON["freqs"]  # type: ignore[no-any-return]
+    row = session.execute(text(
+        "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs FROM pg_stats "
+        "WHERE tablename = 'memories' AND attname = 'search_tsv' AND schemaname = current_schema()"
+    )).first()
+    freqs: dict[str, float] = {}
+    if row is not None and row.elems and row.freqs:
+        freqs = {e: float(f) for e, f in zip(row.elems, row.freqs, strict=False)}  # freqs carries 3 extra stats
+    with _COMMON_LOCK:
+        _COMMON.update(at=now, freqs=freqs)
+    return freqs
+
+
+def prune_common(terms: list[str], freqs: dict[str, float], max_freq: float) -> list[str]:
+    """Drop near-stopwords (in more than max_freq of memories): BM25 gives them almost no weight, but
+    each one can pull most of a large scope into the full-text pool. The rarest term always stays."""
+    kept = [t for t in terms if freqs.get(t, 0.0) <= max_freq]
+    return kept or [min(terms, key=lambda t: freqs.get(t, 0.0))]
+
+
+def idf(df: float, n: float) -> float:
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+# ---- small scopes: exact ----------------------------------------------------------------------------
+def exact_top(session: Session, where: list[Any], terms: list[str], n_scope: int,
+              settings: RetrievalSettings) -> Scored:
+    """Exact BM25 over every row holding a query term, document frequencies counted in that pool."""
+    if settings.sparse_common_freq < 1.0:
+        terms = prune_common(terms, common_lexemes(session), settings.sparse_common_freq)
+    pool = (select(Memory.id.label("id"), Memory.search_tsv.label("v"), func.length(Memory.search_tsv).label("len"))
+            .where(*where, matches(terms)).limit(settings.sparse_pool_limit).cte("pool"))
+    term_queries = [tsquery([t]) for t in terms]
+    stats = select(
+        func.count().label("n"), func.avg(pool.c.len).label("avglen"),
+        *[func.count().filter(pool.c.v.op("@@")(q)).label(f"df{i}") for i, q in enumerate(term_queries)],
+    ).cte("stats")
+    k1, b = float(settings.bm25_k1), float(settings.bm25_b)
+    n_total = func.greatest(literal(n_scope, Float), stats.c.n)
+    norm = (k1 + 1) / (1 + k1 * (1 - b + b * pool.c.len / func.greatest(stats.c.avglen, 1.0)))
+    score = sum(
+        (case((pool.c.v.op("@@")(q), 1.0), else_=0.0)
+         * func.ln(1.0 + (n_total - stats.c[f"df{i}"] + 0.5) / (stats.c[f"df{i}"] + 0.5))
+         for i, q in enumerate(term_queries)),
+        literal(0.0, Float),
+    ) * norm
+    query = (select(pool.c.id, score.label("s")).select_from(pool.join(stats, true()))
+             .order_by(score.desc(), pool.c.id).limit(settings.sparse_k))
+    return [(r.id, float(r.s)) for r in session.execute(query)]
+
+
+# ---- large scopes: statistics + MaxScore --------------------------------------------------------------
+@dataclass(frozen=True)
+class Collection:
+    docs: float  # N
+    avg_len: float  # mean lexemes per memory
+    len_quantiles: tuple[int, ...]  # memory lengths at percentiles 0..100 (estimates how many rows a cap keeps)
+    df: dict[str, float]  # per query term
+
+
+_DOCS: dict[uuid.UUID, tuple[float, int | None]] = {}
+_DOCS_TTL_SECONDS = 60.0
+
+
+def stored_docs(session: Session, tenant_id: uuid.UUID) -> int | None:
+    """Memories of the tenant at its last recount (None: never counted); cached briefly. Search uses it as
+    the size of an unrestricted scope instead of counting 100k rows."""
+    now = time.monotonic()
+    hit = _DOCS.get(tenant_id)
+    if hit is None or now - hit[0] > _DOCS_TTL_SECONDS:
+        if len(_DOCS) > 10_000:
+            _DOCS.clear()
+        hit = (now, session.scalar(select(TextStats.docs).where(TextStats.tenant_id == tenant_id)))
+        _DOCS[tenant_id] = hit
+    return hit[1]
+
+
+def collection(session: Session, tenant_id: uuid.UUID, where: list[Any], terms: list[str],
+               settings: RetrievalSettings) -> Collection | None:
+    """BM25 statistics for the query terms, in one statement; None if the tenant has none yet.
+
+    N, df and lengths are the tenant's at the last recount, also for a scope narrowed by a key's user
+    restriction or by filters (the usual global-statistics approximation). A term absent from the store
+    was in fewer than `min_df` memories then, or is new: it is counted in the scope now (it is rare, so
+    that is cheap; counting stops at sparse_df_count_cap rows)."""
+    t = func.unnest(bindparam("fts_terms", terms, type_=ARRAY(Text)),
+                    bindparam("fts_queries", [_quote(x) for x in terms], type_=ARRAY(Text))
+                    ).table_valued("lexeme", "q").render_derived(name="t")
+    ts = select(TextStats).where(TextStats.tenant_id == tenant_id).subquery("ts")
+    ls = select(LexemeStats.lexeme, LexemeStats.df).where(LexemeStats.tenant_id == tenant_id).subquery("ls")
+    capped = (select(literal(1).label("one")).where(*where, Memory.search_tsv.op("@@")(cast(t.c.q, TSQUERY)))
+              .limit(settings.sparse_df_count_cap).correlate(t).subquery("hits"))
+    counted = select(func.count()).select_from(capped).correlate(t).scalar_subquery()
+    query = (select(t.c.lexeme, ls.c.df.label("stored"), ts.c.docs, ts.c.total_len, ts.c.len_quantiles,
+                    case((ts.c.docs.is_not(None) & ls.c.df.is_(None), counted)).label("counted"))
+             .select_from(t.outerjoin(ts, true()).outerjoin(ls, ls.c.lexeme == t.c.lexeme)))
+    rows = session.execute(query).all()
+    if not rows or not rows[0].docs or not rows[0].len_quantiles:
+        return None
+    first = rows[0]
+    df = {r.lexeme: float(r.stored if r.stored is not None else (r.counted or 0)) for r in rows}
+    return Collection(docs=float(first.docs), avg_len=max(1.0, first.total_len / first.docs),
+                      len_quantiles=tuple(first.len_quantiles), df=df)
+
+
+def _length_factor(length: Any, avg_len: float, settings: RetrievalSettings) -> Any:
+    k1, b = float(settings.bm25_k1), float(settings.bm25_b)
+    return (k1 + 1) / (1 + k1 * (1 - b + b * length / avg_len))
+
+
+def _longest(weight: float, theta: float, avg_len: float, settings: RetrievalSettings) -> float:
+    """The longest memory whose length factor times `weight` still exceeds theta (inf: any length)."""
+    if theta <= 0.0:
+        return math.inf
+    k1, b = float(settings.bm25_k1), float(settings.bm25_b)
+    return ((k1 + 1) * weight / theta - 1 - k1 * (1 - b)) * avg_len / (k1 * b)
+
+
+def _share_up_to(length: float, quantiles: tuple[int, ...]) -> float:
+    return 1.0 if length == math.inf else sum(q <= length for q in quantiles) / len(quantiles)
+
+
+Arm = tuple[list[tuple[str, ...]], float]  # (term sets, a row must hold all of one; longest length)
+
+
+def _last(rest: list[str], settings: RetrievalSettings) -> int:
+    """Number of terms per set in the last arm: as many as sparse_combo_terms and sparse_combo_clauses allow."""
+    last = 1
+    for m in range(2, min(settings.sparse_combo_terms, len(rest)) + 1):
+        if math.comb(len(rest), m) > settings.sparse_combo_clauses:
+            break
+        last = m
+    return last
+
+
+def _arm(rest: list[str], m: int, last: int, weight: dict[str, float], theta: float, avg_len: float,
+         settings: RetrievalSettings) -> Arm | None:
+    """Arm m (m < last): the rows holding m or more of the `rest` terms that are short enough for the best
+    m of them to beat theta; the last arm: rows with at least `last` terms, short enough for all of
+    `rest` together. A row holding exactly j terms is in arm j (or the last), so nothing that can reach
+    the top k is missed. None when no row of the arm can beat theta."""
+    by_weight = sorted((weight[t] for t in rest), reverse=True)
+    longest = _longest(sum(by_weight if m == last else by_weight[:m]), theta, avg_len, settings)
+    if longest < 1.0:
+        return None
+    return list(itertools.combinations(rest, m)), longest if longest == math.inf else math.floor(longest + 1e-9)
+
+
+def _arms(rest: list[str], weight: dict[str, float], theta: float, avg_len: float,
+          settings: RetrievalSettings) -> list[Arm]:
+    """Every arm that can still hold a row beating theta (see `_arm`)."""
+    if not rest:
+        return []
+    last = _last(rest, settings)
+    return [arm for m in range(1, last + 1) if (arm := _arm(rest, m, last, weight, theta, avg_len, settings))]
+
+
+def pruned_top(session: Session, where: list[Any], terms: list[str], stats: Collection,
+               settings: RetrievalSettings) -> Scored:
+    """The BM25 top k under `stats`, reading only rows that can be in it (see the module docstring)."""
+    n = stats.docs
+    kept = [t for t in terms if stats.df[t] <= settings.sparse_common_freq * n]  # near-stopwords out
+    terms = kept or [min(terms, key=lambda t: stats.df[t])]
+    weight = {t: idf(stats.df[t], n) for t in terms}
+    order = sorted(terms, key=lambda t: (stats.df[t], t))  # rarest first
+    k = settings.sparse_k
+    length = func.length(Memory.search_tsv)
+    score = sum((case((matches([t]), weight[t]), else_=0.0) for t in terms), literal(0.0, Float)) * \
+        _length_factor(length, stats.avg_len, settings)
+
+    def held(sets: list[tuple[str, ...]]) -> Any:  # the row holds every term of one of the sets
+        text_query = " | ".join("(" + " & ".join(_quote(t) for t in c) + ")" for c in sets)
+        return Memory.search_tsv.op("@@")(literal(text_query).cast(TSQUERY))
+
+    def run(arms: list[Arm]) -> Scored:
+        conditions = [held(sets) if longest == math.inf else held(sets) & (length <= int(longest))
+                      for sets, longest in arms]
+        query = (select(Memory.id, score.label("s")).where(*where, or_(*conditions))
+                 .order_by(score.desc(), Memory.id).limit(k))
+        return [(r.id, float(r.s)) for r in session.execute(query)]
+
+    def rows_of(arms: list[Arm]) -> float:  # expected rows, terms taken as independent
+        return sum(n * math.prod(stats.df[t] / n for t in c) * _share_up_to(longest, stats.len_quantiles)
+                   for sets, longest in arms for c in sets)
+
+    def shortest(arm: Arm) -> Scored:  # the k shortest rows of an arm: BM25 favours short memories
+        query = (select(Memory.id, score.label("s")).where(*where, held(arm[0])).order_by(length).limit(k))
+        return [(r.id, float(r.s)) for r in session.execute(query)]
+
+    def merged(*lists: Scored) -> Scored:
+        best: dict[uuid.UUID, float] = {}
+        for rows in lists:
+            best.update(rows)
+        return sorted(best.items(), key=lambda r: (-r[1], r[0]))[:k]
+
+    e, pooled = 1, stats.df[order[0]]
+    while e < len(order) and pooled + stats.df[order[e]] <= settings.sparse_pool_target:
+        pooled += stats.df[order[e]]
+        e += 1
+    rest = order[e:]
+    found = run([([(t,) for t in order[:e]], math.inf)])
+    last = _last(rest, settings) if rest else 0
+    # Arms with more terms per row first: they are small and their rows score high, which raises theta
+    # and so shortens the length bound of the next (larger) arms.
+    for m in range(last, 0, -1):
+        theta = found[k - 1][1] if len(found) >= k else 0.0
+        arm = _arm(rest, m, last, weight, theta, stats.avg_len, settings)
+        if arm is not None and rows_of([arm]) > settings.sparse_pool_target:
+            # Theta is too low to bound this arm well: its k shortest rows (an index scan in length
+            # order) raise it first.
+            found = merged(found, shortest(arm))
+            theta = found[k - 1][1] if len(found) >= k else 0.0
+            arm = _arm(rest, m, last, weight, theta, stats.avg_len, settings)
+        if arm is not None:
+            found = merged(found, run([arm]))
+    return found
+
+
+def top(session: Session, tenant_id: uuid.UUID, where: list[Any], terms: list[str], n_scope: int,
+        settings: RetrievalSettings) -> Scored:
+    """The sparse candidate list: (memory id, BM25 score), best first, at most sparse_k."""
+    if not terms or settings.sparse_k <= 0:
+        return []
+    if n_scope >= settings.sparse_exact_max_rows:
+        stats = collection(session, tenant_id, where, terms, settings)
+        if stats is not None:
+            return pruned_top(session, where, terms, stats, settings)
+    return exact_top(session, where, terms, n_scope, settings)
+
+
+# ---- maintenance ---------------------------------------------------------------------------------------
+def refresh_text_stats(session: Session, tenant_id: uuid.UUID,
+                       min_df: int = DEFAULT_SETTINGS.sparse_stats_min_df) -> dict[str, Any]:
+    """Recount one tenant's BM25 statistics (the memories a default search sees: not archived, not
+    superseded). One transaction: searches see the old numbers until it commits. Serialised per tenant
+    (two recounts racing would both insert the same lexemes)."""
+    started = time.perf_counter()
+    params = {"t": tenant_id, "min_df": max(1, int(min_df))}
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('text_stats:' || :t, 0))"), params)
+    visible = "m.tenant_id = :t AND m.tier <> 'archived' AND m.superseded_by IS NULL"
+    session.execute(text("DELETE FROM lexeme_stats WHERE tenant_id = :t"), params)
+    lexemes = session.execute(text(
+        "INSERT INTO lexeme_stats (tenant_id, lexeme, df) "
+        "SELECT :t, lexeme, count(*) FROM memories m CROSS JOIN LATERAL unnest(tsvector_to_array(m.search_tsv)) "
+        f"AS lexeme WHERE {visible} GROUP BY lexeme HAVING count(*) >= :min_df"), params).rowcount
+    row = session.execute(text(
+        "SELECT count(*) AS docs, coalesce(sum(length(m.search_tsv)), 0) AS total_len, "
+        "percentile_disc("
+        "  (SELECT array_agg(p / 100.0) FROM generate_series(0, 100) AS p)) WITHIN GROUP "
+        f"  (ORDER BY length(m.search_tsv)) AS quantiles FROM memories m WHERE {visible}"),
+        params).one()
+    session.execute(text(
+        "INSERT INTO text_stats (tenant_id, docs, total_len, min_df, len_quantiles, refreshed_at) "
+        "VALUES (:t, :docs, :total_len, :min_df, :quantiles, now()) ON CONFLICT (tenant_id) DO UPDATE "
+        "SET docs = EXCLUDED.docs, total_len = EXCLUDED.total_len, "
+        "min_df = EXCLUDED.min_df, len_quantiles = EXCLUDED.len_quantiles, refreshed_at = EXCLUDED.refreshed_at"),
+        {**params, "docs": int(row.docs), "total_len": int(row.total_len),
+         "quantiles": list(row.quantiles or [])})
+    _DOCS.pop(tenant_id, None)
+    return {"docs": int(row.docs), "lexemes": int(lexemes or 0),
+            "seconds": round(time.perf_counter() - started, 3)}
