@@ -134,23 +134,6 @@ class Collection:
     df: dict[str, float]  # per query term
 
 
-_DOCS: dict[uuid.UUID, tuple[float, int | None]] = {}
-_DOCS_TTL_SECONDS = 60.0
-
-
-def stored_docs(session: Session, tenant_id: uuid.UUID) -> int | None:
-    """Memories of the tenant at its last recount (None: never counted); cached briefly. Search uses it as
-    the size of an unrestricted scope instead of counting 100k rows."""
-    now = time.monotonic()
-    hit = _DOCS.get(tenant_id)
-    if hit is None or now - hit[0] > _DOCS_TTL_SECONDS:
-        if len(_DOCS) > 10_000:
-            _DOCS.clear()
-        hit = (now, session.scalar(select(TextStats.docs).where(TextStats.tenant_id == tenant_id)))
-        _DOCS[tenant_id] = hit
-    return hit[1]
-
-
 def collection(session: Session, tenant_id: uuid.UUID, where: list[Any], terms: list[str],
                settings: RetrievalSettings) -> Collection | None:
     """BM25 statistics for the query terms, in one statement; None if the tenant has none yet.
@@ -332,6 +315,5 @@ def refresh_text_stats(session: Session, tenant_id: uuid.UUID,
         "min_df = EXCLUDED.min_df, len_quantiles = EXCLUDED.len_quantiles, refreshed_at = EXCLUDED.refreshed_at"),
         {**params, "docs": int(row.docs), "total_len": int(row.total_len),
          "quantiles": list(row.quantiles or [])})
-    _DOCS.pop(tenant_id, None)
     return {"docs": int(row.docs), "lexemes": int(lexemes or 0),
             "seconds": round(time.perf_counter() - started, 3)}

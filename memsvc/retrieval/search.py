@@ -100,26 +100,35 @@ def filter_clauses(filters: SearchFilters, now: datetime) -> list[ColumnElement[
     return clauses
 
 
-# ---- scope size for BM25's N (cached briefly: a count over 100k rows per request is not free) -----
+# ---- scope size (plan choices, BM25's N on the exact path); cached briefly -------------------------
 _N_CACHE: dict[tuple[Any, ...], tuple[float, int]] = {}
 _N_LOCK = threading.Lock()
 _N_TTL_SECONDS = 60.0
 
 
-def _scope_size(session: Session, scope: MemoryScope, filters: SearchFilters, where: list[Any]) -> int:
-    if scope.user_ids is None and scope.agent_ids is None and filters == SearchFilters():
-        # A whole tenant with the default filters: its size at the last full-text recount is close enough
-        # for choosing a plan, and counting 100k rows costs ~90 ms whenever the cache below expires.
-        docs = fulltext.stored_docs(session, scope.tenant_id)
-        if docs is not None:
-            return docs
+def _estimated_rows(session: Session, where: list[Any]) -> float:
+    """The planner's row estimate for the scope (EXPLAIN, no execution: ~0.3 ms)."""
+    compiled = select(Memory.id).where(*where).compile(dialect=session.get_bind().dialect,
+                                                       compile_kwargs={"render_postcompile": True})
+    plan = session.connection().exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _scope_size(session: Session, scope: MemoryScope, filters: SearchFilters, where: list[Any],
+                settings: RetrievalSettings) -> int:
+    """Memories in the filtered scope: counted when small, the planner's estimate when large (counting
+    100k rows costs ~90 ms, and a large scope's plans and statistics do not need the exact number)."""
     key = (scope, filters.key())
     now = time.monotonic()
     with _N_LOCK:
         hit = _N_CACHE.get(key)
     if hit and now - hit[0] < _N_TTL_SECONDS:
         return hit[1]
-    n = int(session.scalar(scope.select(func.count()).where(*where)) or 0)
+    estimate = _estimated_rows(session, where)
+    if estimate >= settings.scope_estimate_min_rows:
+        n = int(estimate)
+    else:
+        n = int(session.scalar(scope.select(func.count()).where(*where)) or 0)
     with _N_LOCK:
         if len(_N_CACHE) > 10_000:
             _N_CACHE.clear()
@@ -168,7 +177,7 @@ def _prefer_graph(session: Session, scope: MemoryScope, filters: SearchFilters, 
     (~300 ms here) where the graph needs ~1k. For small scopes the exact scan is cheap and exact; for a
     scope that is a tiny share of the table the graph walk would have to skip nearly everything.
     """
-    n_scope = _scope_size(session, scope, filters, where)
+    n_scope = _scope_size(session, scope, filters, where, settings)
     return n_scope >= settings.graph_scan_min_rows and n_scope >= settings.graph_scan_min_share * _table_rows(session)
 
 
@@ -209,8 +218,8 @@ def candidates(
             dense = nearest.cte("dense")
         parts.append(select(dense.c.id))
     if terms and settings.sparse_k > 0:
-        found_s = fulltext.top(session, scope.tenant_id, where, terms, _scope_size(session, scope, filters, where),
-                               settings)
+        n_scope = _scope_size(session, scope, filters, where, settings)
+        found_s = fulltext.top(session, scope.tenant_id, where, terms, n_scope, settings)
         table = func.unnest(
             bindparam("sparse_ids", [i for i, _ in found_s], type_=ARRAY(PG_UUID(as_uuid=True))),
             bindparam("sparse_s", [s for _, s in found_s], type_=ARRAY(Float)),

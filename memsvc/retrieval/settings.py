@@ -28,6 +28,9 @@ class RetrievalSettings:
     # this many memories and is at least this share of the table (see search._prefer_graph).
     graph_scan_min_rows: int = 10_000
     graph_scan_min_share: float = 0.02
+    # A scope the planner estimates at this many memories or more is not counted (its size only picks
+    # plans, and BM25's N before the tenant's full-text statistics exist): counting 100k rows is ~90 ms.
+    scope_estimate_min_rows: int = 50_000
     # Full text ranks every row that matches any query term (BM25 needs them all for document
     # frequencies); past this many matches the pool is cut (latency bound for huge scopes).
     sparse_pool_limit: int = 20_000
