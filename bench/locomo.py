@@ -59,6 +59,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "prf-3": {"prf_docs": 3},
     "sparse-heavier": {"sparse_weight": 1.5},
     "more-candidates": {"context_candidates": 120, "dense_k": 120, "sparse_k": 120},
+    "no-speaker-boost": {"speaker_boost": 0.0},
+    "no-session-context": {"session_weight": 0.0},
+    "no-sparse-spread": {"sparse_neighbour_weight": 0.0},
+    "context-neighbours-5": {"neighbour_hits": 5},
+    "session-1.0": {"session_weight": 1.0},
+    "summaries": {"derive_fidelities": ("summary",), "derive_min_tokens": 12},
+    "summaries-120": {"derive_fidelities": ("summary",), "derive_min_tokens": 12, "context_candidates": 120,
+                      "dense_k": 120, "sparse_k": 120},
 }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, speaker_of
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, speaker_of, with_session_context
 from memsvc.retrieval.settings import RetrievalSettings
 from tests.conftest import auth
 
@@ -53,6 +53,21 @@ def test_turns_of_the_one_person_the_query_names_come_first() -> None:
     for query, settings in (("What happened?", s), ("Did Caroline meet Melanie?", s),
                             ("What did Caroline research?", s.with_(speaker_boost=0.0))):
         assert fuse(turns(), settings, named_in(query))[0].speaker != "Caroline"
+
+
+def test_a_hit_in_a_session_of_several_good_hits_beats_an_equal_hit_alone() -> None:
+    s = RetrievalSettings()
+    lone = Ranked(uuid.uuid4(), dense_rank=4, session_id="s2")
+    clustered = [Ranked(uuid.uuid4(), dense_rank=r, sparse_rank=r, session_id="s1") for r in (1, 2)]
+    peer = Ranked(uuid.uuid4(), dense_rank=4, session_id="s1")
+    ordered = with_session_context(fuse([lone, peer, *clustered], s), s)
+    assert ordered.index(peer) < ordered.index(lone)
+    assert "session" in peer.signals and "session" not in lone.signals  # alone in its session: no context
+    assert peer.score == pytest.approx(sum(peer.signals.values()))
+    off = s.with_(session_weight=0.0)
+    again = [Ranked(c.id, dense_rank=c.dense_rank, sparse_rank=c.sparse_rank, session_id=c.session_id)
+             for c in (lone, peer, *clustered)]
+    assert all("session" not in c.signals for c in with_session_context(fuse(again, off), off))
 
 
 def test_mmr_drops_exact_and_near_duplicates_and_says_of_what() -> None:
@@ -212,3 +227,56 @@ def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: i
     finally:
         client.app.state.retrieval_settings = None
     assert forced["hits"][0]["memory"]["id"] == ids[FACTS[1][0]] and forced["hits"][0]["dense_rank"] == 1
+
+
+def test_a_reply_is_found_through_the_turn_it_answers(client, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    # The reply shares no word with the query; full text finds it through the question it answers,
+    # only inside the same session (the scope side is tested on adjacency below).
+    key = make_tenant()
+    turns = [("s1", "ana", "Ana: Which souvenirs did you bring back from the Zanzibar market?"),
+             ("s1", "ana", "Ben: Cardamom pods and two carved wooden boxes."),
+             ("s2", "ana", "Ben: Cardamom pods are expensive this year."),
+             ("s3", "eve", "Eve: What did you buy at the Zanzibar market?"),
+             ("s3", "eve", "Ben: A brass lamp for my sister.")]
+    made = client.post("/v1/memories/batch", headers=auth(key), json={"items": [
+        {"content": text, "session_id": sid, "user_id": user, "occurred_at": f"2024-03-03T10:00:0{i}Z"}
+        for i, (sid, user, text) in enumerate(turns)]}).json()["items"]
+    ids = [m["id"] for m in made]
+    hits = _search(client, key, query="Zanzibar market souvenirs", mode="sparse", limit=10)["hits"]
+    found = [h["memory"]["id"] for h in hits]
+    assert found[0] == ids[0] and ids[1] in found and ids[4] in found
+    assert ids[2] not in found  # a neighbour only within its own session
+    client.app.state.retrieval_settings = RetrievalSettings(sparse_neighbour_weight=0.0)
+    try:
+        plain = [h["memory"]["id"] for h in _search(client, key, query="Zanzibar market souvenirs", mode="sparse",
+                                                    limit=10)["hits"]]
+    finally:
+        client.app.state.retrieval_settings = None
+    assert ids[1] not in plain and ids[4] not in plain
+
+
+def test_neighbours_stay_inside_the_callers_scope(engine, make_tenant, client) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.db import session_scope
+    from memsvc.models import Memory
+    from memsvc.retrieval.adjacency import neighbours, spread_to_neighbours
+    from memsvc.scoping import MemoryScope
+
+    key = make_tenant()
+    texts = [("u1", "first"), ("u2", "second"), ("u1", "third"), ("u1", "fourth")]
+    made = client.post("/v1/memories/batch", headers=auth(key), json={"items": [
+        {"content": f"turn {t}", "session_id": "s", "user_id": u, "occurred_at": f"2024-03-03T10:00:0{i}Z"}
+        for i, (u, t) in enumerate(texts)]}).json()["items"]
+    ids = [uuid.UUID(m["id"]) for m in made]
+    with session_scope(engine) as s:
+        tenant = s.get(Memory, ids[0]).tenant_id
+        for scope, expected in ((MemoryScope(tenant_id=tenant), {(-1, ids[1]), (1, ids[3])}),
+                                (MemoryScope(tenant_id=tenant, user_ids=("u1",)), {(-1, ids[0]), (1, ids[3])})):
+            found = neighbours(s, scope, scope.where(), [ids[2]], ("id",))
+            assert {(offset, row.id) for _, offset, row in found} == expected
+        wide = neighbours(s, MemoryScope(tenant_id=tenant), [], [ids[0]], ("id",), window=2)
+        assert [(offset, row.id) for _, offset, row in wide] == [(1, ids[1]), (2, ids[2])]
+        assert neighbours(s, MemoryScope(tenant_id=uuid.uuid4()), [], [ids[2]], ("id",)) == []
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    spread = spread_to_neighbours({a: 2.0, b: 1.0}, [(b, a), (a, b), (c, b)], 0.5)
+    assert spread == {a: 2.5, b: 2.0, c: 0.5}
+    assert spread_to_neighbours({a: 2.0}, [(c, a)], 0.0) == {a: 2.0}

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, union_all
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
 from memsvc.models import Memory, MemoryLink
-from memsvc.retrieval import packing
+from memsvc.retrieval import adjacency, packing
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
 from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
 from memsvc.scoping import MemoryScope
@@ -371,26 +371,14 @@ def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters
     hits = [h for h in hits if h.kind == "episodic" and h.session_id is not None]
     if not hits:
         return
-    w = max(1, settings.neighbour_window)
-    # One statement: positions within the hits' sessions, then the rows within w positions of a hit.
-    cols = [getattr(Memory, name) for name in ROW_COLUMNS]
-    pos = func.row_number().over(partition_by=Memory.session_id, order_by=(Memory.occurred_at, Memory.id))
-    placed = (scope.select(*cols, pos.label("pos"))
-              .where(*filter_clauses(_with_kinds(filters, ("episodic",)), now),
-                     Memory.session_id.in_({h.session_id for h in hits}))
-              .cte("placed"))
-    hit_pos = select(placed.c.id.label("hit_id"), placed.c.session_id.label("sid"), placed.c.pos.label("hpos")).where(
-        placed.c.id.in_([h.id for h in hits])).cte("hit_pos")
-    found = session.execute(
-        select(placed, hit_pos.c.hit_id).join(hit_pos, and_(
-            placed.c.session_id == hit_pos.c.sid, placed.c.pos != hit_pos.c.hpos,
-            placed.c.pos.between(hit_pos.c.hpos - w, hit_pos.c.hpos + w)))
-    ).all()
-    for row in found:
-        value = settings.neighbour_weight * scores[row.hit_id][0]
+    where = [*scope.where(), *filter_clauses(_with_kinds(filters, ("episodic",)), now)]
+    found = adjacency.neighbours(session, scope, where, [h.id for h in hits], ROW_COLUMNS,
+                                 max(1, settings.neighbour_window))
+    for hit_id, _, row in found:
+        value = settings.neighbour_weight * scores[hit_id][0]
         if row.id not in scores or scores[row.id][0] < value:
             rows[row.id] = row
-            scores[row.id] = (value, f"next to a hit ({row.hit_id})")
+            scores[row.id] = (value, f"next to a hit ({hit_id})")
 
 
 def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, kinds: tuple[str, ...],
@@ -411,8 +399,8 @@ def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, ki
     related: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
     for src, dst in links:  # src was derived from dst
         for hit_id, other, to_source in ((src, dst, True), (dst, src, False)):
-            if hit_id not in scores:
-                continue
+            if hit_id not in scores or (settings.facts_as_pointers and not to_source):
+                continue  # as pointers, facts stay out: a source must not bring its fact back
             # As pointers, a fact hands its whole weight to its sources (and then leaves the context).
             factor = 1.0 if settings.facts_as_pointers and to_source else settings.link_weight
             value = factor * scores[hit_id][0]

@@ -30,6 +30,7 @@ class Ranked:
     embedding: np.ndarray | None = None
     twins: frozenset[uuid.UUID] = frozenset()  # near-duplicates among the candidates, when known without vectors
     speaker: str | None = None  # who said it, for a conversation turn ("Caroline: ...")
+    session_id: str | None = None
     score: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -67,7 +68,8 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
          named: frozenset[str] = frozenset()) -> list[Ranked]:
     """Weighted RRF, normalised to [0, 1] (1 = first in every list), plus small retention/importance terms.
 
-    A turn spoken by the one person the query names gets `speaker_boost` times its relevance on top:
+    A turn spoken by the one person the query names, matching the query's words, gets `speaker_boost`
+    times its relevance on top:
     questions about someone are mostly answered by what they said themselves (LoCoMo: 97% of the
     evidence of such questions). With two or more people named, nobody is preferred.
     `signals` holds each term's contribution, so score == sum(signals.values()).
@@ -84,13 +86,37 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
                                    ("sparse", c.sparse_rank, settings.sparse_weight)):
             if rank is not None and weight > 0:
                 signals[name] = relevance_share * norm * weight / (settings.rrf_k + rank)
-        if settings.speaker_boost and c.speaker and c.speaker.split()[0] in speakers_named:
+        # Only with a full-text match beyond the name: a short "Jon: Thanks!" is near any question
+        # about Jon in vector space, and boosting it would crowd out the turns that say something.
+        if (settings.speaker_boost and c.speaker and c.sparse_rank is not None
+                and c.speaker.split()[0] in speakers_named):
             signals["named_speaker"] = settings.speaker_boost * (signals.get("dense", 0.0) + signals.get("sparse", 0.0))
         signals["retention"] = settings.retention_weight * min(1.0, max(0.0, c.retention))
         signals["importance"] = settings.importance_weight * min(1.0, max(0.0, c.importance))
         c.signals = signals
         c.score = sum(signals.values())
     return sorted(candidates, key=lambda c: (-c.score, str(c.id)))
+
+
+def with_session_context(ranked: Sequence[Ranked], settings: RetrievalSettings) -> list[Ranked]:
+    """Add `session_weight` x the mean score of the best `session_top` candidates of each memory's session.
+
+    Evidence clusters: a session that holds several good hits is probably the conversation the question
+    is about, so its weaker hits deserve a place over an equally weak hit alone in another session.
+    """
+    if settings.session_weight <= 0:
+        return list(ranked)
+    by_session: dict[str, list[float]] = {}
+    for c in ranked:
+        if c.session_id:
+            by_session.setdefault(c.session_id, []).append(c.score)
+    top = max(settings.session_top, 1)
+    context = {sid: sum(sorted(scores, reverse=True)[:top]) / top for sid, scores in by_session.items()}
+    for c in ranked:
+        if c.session_id and len(by_session[c.session_id]) > 1:
+            c.signals["session"] = settings.session_weight * context[c.session_id]
+            c.score = sum(c.signals.values())
+    return sorted(ranked, key=lambda c: (-c.score, str(c.id)))
 
 
 def _unit(vector: np.ndarray | None) -> np.ndarray | None:

@@ -31,8 +31,8 @@ from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.lifecycle.retention import retention_at
 from memsvc.models import EMBEDDING_DIM, Memory
-from memsvc.retrieval import fulltext
-from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, speaker_of
+from memsvc.retrieval import adjacency, fulltext
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, speaker_of, with_session_context
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.scoping import MemoryScope
 
@@ -195,6 +195,24 @@ def _graph_scan(session: Session, nearest: Any) -> list[Any]:
                                func.set_config("enable_seqscan", before.seq, True)))
 
 
+def _spread_to_neighbours(session: Session, scope: MemoryScope, where: list[Any],
+                          found: list[tuple[uuid.UUID, float]], settings: RetrievalSettings,
+                          ) -> list[tuple[uuid.UUID, float]]:
+    """BM25 of each turn plus a share of its neighbours' (adjacency.spread_to_neighbours), best first.
+
+    LoCoMo, offline replica over 8 conversations: weight 0.4 lifts recall@30 by 4 points; a reply that
+    shares no word with the question is found through the turn it answers.
+    """
+    if settings.sparse_neighbour_weight <= 0 or not found:
+        return found
+    scores = dict(found)
+    pairs = set()
+    for hit, _, row in adjacency.neighbours(session, scope, where, list(scores), ("id",)):
+        pairs.update({(row.id, hit), (hit, row.id)})
+    spread = adjacency.spread_to_neighbours(scores, sorted(pairs), settings.sparse_neighbour_weight)
+    return sorted(spread.items(), key=lambda kv: (-kv[1], str(kv[0])))[: settings.sparse_k]
+
+
 def candidates(
     session: Session, scope: MemoryScope, vector: list[float] | None, terms: list[str], filters: SearchFilters,
     settings: RetrievalSettings, now: datetime, *, with_embeddings: bool,
@@ -220,6 +238,7 @@ def candidates(
     if terms and settings.sparse_k > 0:
         n_scope = _scope_size(session, scope, filters, where, settings)
         found_s = fulltext.top(session, scope.tenant_id, where, terms, n_scope, settings)
+        found_s = _spread_to_neighbours(session, scope, where, found_s, settings)
         table = func.unnest(
             bindparam("sparse_ids", [i for i, _ in found_s], type_=ARRAY(PG_UUID(as_uuid=True))),
             bindparam("sparse_s", [s for _, s in found_s], type_=ARRAY(Float)),
@@ -267,6 +286,7 @@ def candidates(
             importance=float(row.importance), content_hash=row.content_hash,
             embedding=row.embedding if with_embeddings else None,
             twins=frozenset(getattr(row, "twins", None) or ()), speaker=speaker_of(row.content),
+            session_id=row.session_id,
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
                                         key=lambda c: (-c.dense_similarity, str(c.id))), start=1):  # type: ignore[operator]
@@ -316,7 +336,8 @@ def search(
     diverse = settings.mmr_lambda < 1.0
     ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=diverse)
     named = named_in(query_text)
-    ordered = fuse(ranked, settings, named) if mode == "hybrid" else rrf_only(ranked, mode)
+    ordered = with_session_context(fuse(ranked, settings, named), settings) if mode == "hybrid" \
+        else rrf_only(ranked, mode)
     if mode == "hybrid" and settings.prf_docs > 0 and vector is not None and ordered:
         # Pseudo-relevance feedback (Rocchio): move the query vector toward the best first-pass hits and
         # search again; finds turns that answer the question without sharing its words.
@@ -328,7 +349,7 @@ def search(
             vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist()
             ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now,
                                       with_embeddings=diverse)
-            ordered = fuse(ranked, settings, named)
+            ordered = with_session_context(fuse(ranked, settings, named), settings)
     t2 = time.perf_counter()
     hits, duplicates = mmr(ordered, limit, settings)
     t3 = time.perf_counter()
