@@ -232,3 +232,16 @@ def test_neighbours_and_linked_sources_join_with_their_reasons(client, key, engi
         client.app.state.retrieval_settings = None
     ids = {i["id"] for i in body["items"]}
     assert fact["id"] not in ids and made[2]["id"] in ids
+
+
+def test_rank_worth_falls_steeply_so_short_low_hits_cannot_outbid_a_top_hit() -> None:
+    from memsvc.retrieval.context import rank_weight
+
+    s = RetrievalSettings()
+    worth = [rank_weight(r, s) for r in range(1, 101)]
+    assert worth[0] == 1.0 and all(a > b > 0 for a, b in zip(worth, worth[1:], strict=False))
+    assert worth[2] / worth[14] > 8  # evidence odds fall ~10x from rank 3 to rank 15 (LoCoMo)
+    # One 90-token top hit against four 20-token hits at ranks 20-23, 100 tokens of room: the top hit.
+    assert sum(worth[19:23]) < worth[0]
+    flat = s.with_(rank_value_power=1.0)
+    assert rank_weight(3, flat) / rank_weight(15, flat) < 4

@@ -266,7 +266,7 @@ def rank_weight(rank: int, settings: RetrievalSettings) -> float:
     chance that a hit is what the question needs falls off roughly like this with its rank.
     """
     c = max(settings.rank_value_offset, 0.0)
-    return (1.0 + c) / (rank + c)
+    return ((1.0 + c) / (rank + c)) ** settings.rank_value_power
 
 
 def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,

@@ -85,7 +85,10 @@ class RetrievalSettings:
     # --- context builder ----------------------------------------------------------------------
     # Ranked candidates the packer considers. LoCoMo (3 conversations): 100 over 60 +1.6 ER@1024.
     context_candidates: int = 100
-    rank_value_offset: float = 2.0  # packer weight of the hit at rank r: (1 + c) / (r + c)
+    rank_value_offset: float = 2.0  # packer weight of the hit at rank r: ((1 + c) / (r + c)) ** power
+    # Steeper than 1/rank: on LoCoMo the chance that a hit is evidence falls ~10x from rank 3 to rank 15,
+    # and a flatter curve lets several short low hits outbid one long top hit (power 2: +2.5 ER@1024).
+    rank_value_power: float = 2.0
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
     # Fidelities derived on the fly (deterministic built-in) for memories that have none stored, only
     # when the text is at least derive_min_tokens long. None by default: the built-in extractive summary
