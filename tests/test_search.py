@@ -280,3 +280,21 @@ def test_neighbours_stay_inside_the_callers_scope(engine, make_tenant, client) -
     spread = spread_to_neighbours({a: 2.0, b: 1.0}, [(b, a), (a, b), (c, b)], 0.5)
     assert spread == {a: 2.5, b: 2.0, c: 0.5}
     assert spread_to_neighbours({a: 2.0}, [(c, a)], 0.0) == {a: 2.0}
+
+
+def test_archived_memories_are_found_by_meaning_when_asked_for(client, key, engine) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.db import session_scope
+    from memsvc.lifecycle.archive import archive_vector_values
+    from memsvc.models import Memory
+
+    ids = _seed(client, key)
+    target = ids[FACTS[4][0]]  # the cellist: its vector leaves the hot index for the archive
+    with session_scope(engine) as s:
+        s.execute(update(Memory).where(Memory.id == uuid.UUID(target))
+                  .values(tier="archived", **archive_vector_values(Memory.id == uuid.UUID(target))))
+    query = "a musician with a string instrument"
+    assert target not in [h["memory"]["id"] for h in _search(client, key, query=query, mode="dense")["hits"]]
+    hits = _search(client, key, query=query, mode="dense", include_archived=True)["hits"]
+    assert hits[0]["memory"]["id"] == target and hits[0]["dense_similarity"] > 0.3
+    hybrid = _search(client, key, query=query, include_archived=True)["hits"]
+    assert hybrid[0]["memory"]["id"] == target

@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput
+from memsvc.lifecycle import archive
 from memsvc.lifecycle.retention import retention_at
 from memsvc.models import EMBEDDING_DIM, Memory
 from memsvc.retrieval import adjacency, fulltext
@@ -195,6 +196,22 @@ def _graph_scan(session: Session, nearest: Any) -> list[Any]:
                                func.set_config("enable_seqscan", before.seq, True)))
 
 
+@dataclass(frozen=True)
+class _Near:
+    id: uuid.UUID
+    d: float  # cosine distance
+
+
+def _with_archived(session: Session, scope: MemoryScope, vector: list[float], where: list[Any], found: list[Any],
+                   k: int) -> list[_Near]:
+    """The nearest `k` of the hot index's hits and the archived vectors' (which left that index for the
+    binary-quantized one, lifecycle.archive), by exact cosine distance."""
+    archived = archive.search_archived(session, scope, vector, k, extra_where=where)
+    merged = {row.id: float(row.d) for row in found}
+    for hit in archived:
+        merged[hit.id] = min(hit.distance, merged.get(hit.id, hit.distance))
+    return [_Near(i, d) for i, d in sorted(merged.items(), key=lambda kv: (kv[1], str(kv[0])))[:k]]
+
 def _spread_to_neighbours(session: Session, scope: MemoryScope, where: list[Any],
                           found: list[tuple[uuid.UUID, float]], settings: RetrievalSettings,
                           ) -> list[tuple[uuid.UUID, float]]:
@@ -225,8 +242,11 @@ def candidates(
         distance = Memory.embedding.cosine_distance(vector)
         nearest = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
                    .order_by(distance).limit(settings.dense_k))
-        if _prefer_graph(session, scope, filters, where, settings):
-            found = _graph_scan(session, nearest)
+        graph = _prefer_graph(session, scope, filters, where, settings)
+        if graph or filters.include_archived:
+            found = _graph_scan(session, nearest) if graph else list(session.execute(nearest).all())
+            if filters.include_archived:
+                found = _with_archived(session, scope, vector, where, found, settings.dense_k)
             table = func.unnest(
                 bindparam("dense_ids", [r.id for r in found], type_=ARRAY(PG_UUID(as_uuid=True))),
                 bindparam("dense_d", [float(r.d) for r in found], type_=ARRAY(Float)),
