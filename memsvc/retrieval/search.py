@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pgvector.sqlalchemy import HALFVEC
-from sqlalchemy import Float, and_, bindparam, cast, func, null, or_, select, text, union
+from sqlalchemy import Float, and_, bindparam, cast, func, null, or_, select, text, union, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
@@ -287,11 +287,15 @@ def candidates(
             ids).join(
             Memory, and_(Memory.id == ids.c.id, *scope.where())).cte("cand")
         a, b = cand.alias("a"), cand.alias("b")
-        twins = (select(a.c.id, func.array_agg(b.c.id).label("twins"))
-                 .select_from(a.join(b, and_(a.c.id != b.c.id,
-                                             a.c.e.op("<=>", return_type=Float)(b.c.e)
-                                             <= 1.0 - settings.duplicate_threshold)))
-                 .group_by(a.c.id).cte("twins"))
+        # Each unordered pair once (a.id < b.id), then both ways round: half the distance computations
+        # (200 candidates: 20k instead of 40k, ~5 ms).
+        pairs = (select(a.c.id.label("x"), b.c.id.label("y"))
+                 .select_from(a.join(b, and_(a.c.id < b.c.id, a.c.e.op("<=>", return_type=Float)(b.c.e)
+                                             <= 1.0 - settings.duplicate_threshold))).cte("pairs"))
+        both = union_all(select(pairs.c.x.label("id"), pairs.c.y.label("twin")),
+                         select(pairs.c.y, pairs.c.x)).subquery("both_ways")
+        twins = (select(both.c.id, func.array_agg(both.c.twin).label("twins"))
+                 .group_by(both.c.id).cte("twins"))
         query = query.add_columns(twins.c.twins).outerjoin(twins, twins.c.id == ids.c.id)
     rows = session.execute(query).all()
 
