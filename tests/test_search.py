@@ -276,6 +276,12 @@ def test_neighbours_stay_inside_the_callers_scope(engine, make_tenant, client) -
         wide = neighbours(s, MemoryScope(tenant_id=tenant), [], [ids[0]], ("id",), window=2)
         assert [(offset, row.id) for _, offset, row in wide] == [(1, ids[1]), (2, ids[2])]
         assert neighbours(s, MemoryScope(tenant_id=uuid.uuid4()), [], [ids[2]], ("id",)) == []
+    same = client.post("/v1/memories/batch", headers=auth(key), json={"items": [
+        {"content": f"same instant {i}", "session_id": "t", "occurred_at": "2024-03-03T11:00:00Z"} for i in range(3)]})
+    twins = sorted((uuid.UUID(m["id"]) for m in same.json()["items"]), key=str)
+    with session_scope(engine) as s:  # turns written at one instant are still ordered (by id), not lost
+        found = neighbours(s, MemoryScope(tenant_id=tenant), [], [twins[1]], ("id",))
+        assert {(offset, row.id) for _, offset, row in found} == {(-1, twins[0]), (1, twins[2])}
     a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     spread = spread_to_neighbours({a: 2.0, b: 1.0}, [(b, a), (a, b), (c, b)], 0.5)
     assert spread == {a: 2.5, b: 2.0, c: 0.5}

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Integer, literal, select, union_all
+from sqlalchemy import Integer, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -33,20 +34,22 @@ def neighbours(session: Session, scope: MemoryScope, where: Sequence[Any], ids: 
     other = Memory.__table__.alias("neighbour")
     cols = [other.c[_column(name)].label(name) for name in columns]
     sides = []
-    for sign, (cmp, order) in ((-1, ("<", other.c.occurred_at.desc())), (1, (">", other.c.occurred_at.asc()))):
-        nearest = (select(*cols, literal(sign, Integer).label("side"))
+    here = tuple_(hits.c.occurred_at, hits.c.id)
+    there = tuple_(other.c.occurred_at, other.c.id)  # the id orders turns written at the same instant
+    for sign, before in ((-1, True), (1, False)):
+        order = (other.c.occurred_at.desc(), other.c.id.desc()) if before else (other.c.occurred_at, other.c.id)
+        nearest = (select(*cols, other.c.occurred_at.label("at_"), literal(sign, Integer).label("side"))
                    .where(other.c.tenant_id == scope.tenant_id, other.c.session_id == hits.c.session_id,
-                          other.c.occurred_at.op(cmp)(hits.c.occurred_at), other.c.id != hits.c.id,
+                          there < here if before else there > here,
                           *[ClauseAdapter(other).traverse(clause) for clause in where])
-                   .order_by(order, other.c.id).limit(window).lateral(f"side{sign + 1}"))
+                   .order_by(*order).limit(window).lateral(f"side{sign + 1}"))
         sides.append(select(hits.c.id.label("hit_id"), nearest).select_from(hits.join(nearest, literal(True))))
     rows = session.execute(union_all(*sides)).all()
     out: list[tuple[uuid.UUID, int, Any]] = []
-    seen: dict[tuple[uuid.UUID, int], int] = {}
-    for row in rows:
-        step = seen.get((row.hit_id, row.side), 0) + 1
-        seen[(row.hit_id, row.side)] = step
-        out.append((row.hit_id, row.side * step, row))
+    for (hit, side), group in groupby(sorted(rows, key=lambda r: (str(r.hit_id), r.side)),
+                                      key=lambda r: (r.hit_id, r.side)):
+        nearest_first = sorted(group, key=lambda r: (r.at_, str(r.id)), reverse=side < 0)
+        out.extend((hit, side * step, row) for step, row in enumerate(nearest_first, start=1))
     return out
 
 
