@@ -68,10 +68,10 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
          named: frozenset[str] = frozenset()) -> list[Ranked]:
     """Weighted RRF, normalised to [0, 1] (1 = first in every list), plus small retention/importance terms.
 
-    A turn spoken by the one person the query names, matching the query's words, gets `speaker_boost`
-    times its relevance on top:
-    questions about someone are mostly answered by what they said themselves (LoCoMo: 97% of the
-    evidence of such questions). With two or more people named, nobody is preferred.
+    A turn spoken by the one person the query names, and matching the query's words, gets
+    `speaker_boost` times its relevance on top: questions about someone are mostly answered by what
+    they said themselves (LoCoMo: 97% of the evidence of such questions). With two or more people
+    named, nobody is preferred.
     `signals` holds each term's contribution, so score == sum(signals.values()).
     """
     best = settings.dense_weight / (settings.rrf_k + 1) + settings.sparse_weight / (settings.rrf_k + 1)
