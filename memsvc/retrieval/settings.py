@@ -66,8 +66,8 @@ class RetrievalSettings:
     # Added to the (0..1-normalised) relevance: small, so they order near-ties and do not
     # override relevance. Retention is the forgetting curve's R, importance the stored 0..1.
     # A turn spoken by the one person the query names, with a full-text match: relevance x (1 + this).
-    # LoCoMo (8 conversations,
-    # offline replica): 0.5 -> +2.0, 1.0 -> +2.4 points of recall@30; 3.0 and more start to lose.
+    # LoCoMo (8 conversations, offline replica): 0.5 -> +2.0, 1.0 -> +2.4 points of recall@30; 3.0 and
+    # more start to lose.
     speaker_boost: float = 1.0
     # A turn's BM25 plus this share of its session neighbours' (search._spread_to_neighbours).
     sparse_neighbour_weight: float = 0.5
