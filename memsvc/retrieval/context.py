@@ -192,11 +192,11 @@ def assemble(
 
     context = render(chosen, fmt, settings.strip_own_date)
     count = counter.count(context)
-    while count > budget and chosen:  # trim: drop what costs the overshoot at the least value
+    while count > budget and chosen:  # trim: drop what frees the overshoot at the least value per token
         over = count - budget
-        enough = [c for c in chosen if c.tokens >= over]
-        victim = min(enough, key=lambda c: (c.value, -c.tokens)) if enough else min(
-            chosen, key=lambda c: (c.value / max(c.tokens, 1), c.value))
+        # Per token of the overshoot it removes: one long top hit never goes for a few tokens when
+        # low-value lines can go instead (counting all its tokens would make it look cheap to drop).
+        victim = min(chosen, key=lambda c: (c.value / max(min(c.tokens, over), 1), -c.tokens))
         chosen.remove(victim)
         context = render(chosen, fmt, settings.strip_own_date)
         count = counter.count(context)
