@@ -63,11 +63,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-session-context": {"session_weight": 0.0},
     "rank-power-1": {"rank_value_power": 1.0},
     "previous-defaults": {"rank_value_power": 1.0, "context_candidates": 60, "neighbour_hits": 5, "speaker_boost": 0.0,
-                          "session_weight": 0.0, "sparse_neighbour_weight": 0.0},
+                          "session_weight": 0.0, "sparse_neighbour_weight": 0.0, "derive_fidelities": ()},
     "no-sparse-spread": {"sparse_neighbour_weight": 0.0},
     "context-neighbours-5": {"neighbour_hits": 5},
     "session-1.0": {"session_weight": 1.0},
     "summaries": {"derive_fidelities": ("summary",), "derive_min_tokens": 12},
+    "no-summaries": {"derive_fidelities": ()},
     "summaries-120": {"derive_fidelities": ("summary",), "derive_min_tokens": 12, "context_candidates": 120,
                       "dense_k": 120, "sparse_k": 120},
 }

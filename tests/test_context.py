@@ -123,8 +123,8 @@ def test_context_endpoint_counts_exactly_and_explains(client, key) -> None:  # t
 
 def test_small_budget_leaves_out_with_reasons_and_reinforces_what_was_used(client, key) -> None:  # type: ignore[no-untyped-def]
     ids = _seed(client, key)
-    body = _ctx(client, key, query="Sam's cat", budget_tokens=40, model="cl100k_base", sections=["episodes"])
-    assert 0 < body["token_count"] <= 40
+    body = _ctx(client, key, query="Sam's cat", budget_tokens=24, model="cl100k_base", sections=["episodes"])
+    assert 0 < body["token_count"] <= 24
     assert body["items"] and body["left_out"]
     assert all("budget" in x["reason"] for x in body["left_out"])
     used = body["items"][0]["id"]
