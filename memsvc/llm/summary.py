@@ -34,7 +34,7 @@ _REACTION = re.compile(r"^(?:that(?:'s| is| was| sounds| looks)|sounds|looks|wha
                        r"me too|same here|no worries|of course)\b", re.I)
 _WORD = re.compile(r"[A-Za-z0-9$€£][\w'$%.-]*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-_FUNCTION = frozenset(re.split(r"\s+", """
+_FUNCTION = frozenset(re.findall(r"\S+", """
 a an the and or but to of in on at for with by from is am are was were be been it its it's this that these
 those i i'm i've i'd you you're your we we're our they them their he she his her me my so do did does have has had not
 no can will would could should what how why when where who which if as just really very about up out some any all"""))
