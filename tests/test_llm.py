@@ -262,3 +262,17 @@ def test_get_llm() -> None:
     assert isinstance(get_llm("  "), BuiltinLLM)
     gw = get_llm("ollama/llama3")
     assert isinstance(gw, LiteLLMGateway) and gw.model == "ollama/llama3"
+
+
+def test_a_chat_turn_summary_keeps_its_statements_and_drops_the_packaging() -> None:
+    llm = BuiltinLLM()
+    turn = ("[8 May 2023] Caroline: Hey Mel! Good to see you! I went to a LGBTQ support group yesterday and it "
+            "was so powerful. [shares an image: a photo of a dog walking past a wall with a painting]")
+    summary = llm.summarize(turn)
+    assert summary.startswith("[8 May 2023] Caroline: ")  # who and when survive
+    assert "LGBTQ support group yesterday" in summary and "[photo: a dog walking" in summary
+    assert "Hey Mel" not in summary and "Good to see you" not in summary and " so " not in summary
+    assert len(summary) < 0.8 * len(turn)
+    # A turn that is only packaging keeps its one line rather than becoming nothing or the bare speaker.
+    only = llm.summarize("Melanie: Wow, that's so cool, Caroline! Thanks so much for telling me!")
+    assert only.startswith("Melanie: ") and len(only) > len("Melanie: ")
