@@ -251,11 +251,13 @@ def _chosen_fidelities(packed: Any) -> dict[uuid.UUID, str]:
 
 # ---- on-the-fly summaries / gists ----------------------------------------------------------------
 @functools.lru_cache(maxsize=65_536)
-def _derived(text: str) -> tuple[str, str]:
+def _derived(text: str, fidelity: str) -> str:
+    """One fidelity of a text, made by the built-in (only the ones settings ask for: this runs per
+    candidate on every request that misses the cache)."""
     from memsvc.llm import BuiltinLLM
 
     llm = BuiltinLLM()
-    return llm.summarize(text), llm.gist(text)
+    return llm.summarize(text) if fidelity == "summary" else llm.gist(text)
 
 
 def rank_weight(rank: int, settings: RetrievalSettings) -> float:
@@ -280,9 +282,9 @@ def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
     if wanted:
         base = texts.get("verbatim") or texts.get("summary")
         if base and counter.count(base) >= settings.derive_min_tokens:
-            summary, gist = _derived(base)
-            for fidelity, value in (("summary", summary), ("gist", gist)):
-                if fidelity in wanted and value and value != base:
+            for fidelity in wanted:
+                value = _derived(base, fidelity)
+                if value and value != base:
                     texts[fidelity] = value
                     derived.append(fidelity)
     return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived), weight)
