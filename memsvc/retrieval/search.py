@@ -196,21 +196,25 @@ def _graph_scan(session: Session, nearest: Any) -> list[Any]:
                                func.set_config("enable_seqscan", before.seq, True)))
 
 
-@dataclass(frozen=True)
-class _Near:
-    id: uuid.UUID
-    d: float  # cosine distance
-
-
-def _with_archived(session: Session, scope: MemoryScope, vector: list[float], where: list[Any], found: list[Any],
-                   k: int) -> list[_Near]:
-    """The nearest `k` of the hot index's hits and the archived vectors' (which left that index for the
-    binary-quantized one, lifecycle.archive), by exact cosine distance."""
+def _with_archived(session: Session, scope: MemoryScope, vector: list[float], where: list[Any],
+                   found: list[tuple[uuid.UUID, float]], k: int) -> list[tuple[uuid.UUID, float]]:
+    """The nearest `k` (id, cosine distance) of the hot index's hits and the archived vectors' (which
+    left that index for the binary-quantized one, lifecycle.archive), by exact cosine distance."""
     archived = archive.search_archived(session, scope, vector, k, extra_where=where)
-    merged = {row.id: float(row.d) for row in found}
+    merged = dict(found)
     for hit in archived:
         merged[hit.id] = min(hit.distance, merged.get(hit.id, hit.distance))
-    return [_Near(i, d) for i, d in sorted(merged.items(), key=lambda kv: (kv[1], str(kv[0])))[:k]]
+    return sorted(merged.items(), key=lambda kv: (kv[1], str(kv[0])))[:k]
+
+
+def _listed(name: str, column: str, pairs: list[tuple[uuid.UUID, float]]) -> Any:
+    """A candidate list found by an earlier statement, as a CTE of (id, `column`) for the main one."""
+    table = func.unnest(
+        bindparam(f"{name}_ids", [i for i, _ in pairs], type_=ARRAY(PG_UUID(as_uuid=True))),
+        bindparam(f"{name}_{column}", [float(v) for _, v in pairs], type_=ARRAY(Float)),
+    ).table_valued("id", column).render_derived(name=f"{name}_found")
+    return select(table.c.id, table.c[column]).cte(name)
+
 
 def _spread_to_neighbours(session: Session, scope: MemoryScope, where: list[Any],
                           found: list[tuple[uuid.UUID, float]], settings: RetrievalSettings,
@@ -244,14 +248,11 @@ def candidates(
                    .order_by(distance).limit(settings.dense_k))
         graph = _prefer_graph(session, scope, filters, where, settings)
         if graph or filters.include_archived:
-            found = _graph_scan(session, nearest) if graph else list(session.execute(nearest).all())
+            rows = _graph_scan(session, nearest) if graph else session.execute(nearest).all()
+            found = [(row.id, float(row.d)) for row in rows]
             if filters.include_archived:
                 found = _with_archived(session, scope, vector, where, found, settings.dense_k)
-            table = func.unnest(
-                bindparam("dense_ids", [r.id for r in found], type_=ARRAY(PG_UUID(as_uuid=True))),
-                bindparam("dense_d", [float(r.d) for r in found], type_=ARRAY(Float)),
-            ).table_valued("id", "d").render_derived(name="dense_found")
-            dense = select(table.c.id, table.c.d).cte("dense")
+            dense = _listed("dense", "d", found)
         else:
             dense = nearest.cte("dense")
         parts.append(select(dense.c.id))
@@ -259,11 +260,7 @@ def candidates(
         n_scope = _scope_size(session, scope, filters, where, settings)
         found_s = fulltext.top(session, scope.tenant_id, where, terms, n_scope, settings)
         found_s = _spread_to_neighbours(session, scope, where, found_s, settings)
-        table = func.unnest(
-            bindparam("sparse_ids", [i for i, _ in found_s], type_=ARRAY(PG_UUID(as_uuid=True))),
-            bindparam("sparse_s", [s for _, s in found_s], type_=ARRAY(Float)),
-        ).table_valued("id", "s").render_derived(name="sparse_found")
-        sparse = select(table.c.id, table.c.s).cte("sparse")
+        sparse = _listed("sparse", "s", found_s)
         parts.append(select(sparse.c.id))
     if not parts:
         return [], {}
