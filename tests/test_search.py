@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, speaker_of, with_session_context
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, with_session_context
 from memsvc.retrieval.settings import RetrievalSettings
+from memsvc.turns import speaker_of
 from tests.conftest import auth
 
 # ---- pure policy ---------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-# "[8 May 2023] Caroline: ..." / "Caroline: ..." -> the part a summary keeps as it is.
-_PREFIX = re.compile(r"^(?:\[[^\]]{1,60}\]\s*)?(?:[A-Z][\w.'-]*(?:\s[A-Z][\w.'-]*){0,2}:\s+)?")
+from memsvc.turns import TURN_PREFIX
+
 _CAPTION = re.compile(r"\s*\[shares? (?:an? )?(?:image|photo|picture)s?:\s*(?:an? )?"
                       r"(?:(?:photo|picture|image|photography)\b\s*)?(?:of\s+)?"
                       r"(?P<what>[^\]]*)\]", re.I)
@@ -85,7 +85,7 @@ def _informativeness(sentence: str) -> float:
 def summarize_turn(text: str) -> str:
     """The statements of a chat turn, most informative first until about half its length, in order."""
     text = " ".join(text.split())
-    prefix = _PREFIX.match(text).group(0)  # type: ignore[union-attr]
+    prefix = TURN_PREFIX.match(text).group(0)  # type: ignore[union-attr]  # kept as it is
     body = text[len(prefix):]
     caption = ""
     m = _CAPTION.search(body)

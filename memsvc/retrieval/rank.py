@@ -49,14 +49,7 @@ class Ranked:
         return ("both signals: " if len(found) == 2 else "") + ", ".join(parts) if parts else "filter match"
 
 
-_SPEAKER = re.compile(r"^(?:\[[^\]]{1,60}\]\s*)?([A-Z][\w.'-]*(?: [A-Z][\w.'-]*){0,2}):\s")
 _NAME = re.compile(r"\b[A-Z][\w'-]+")
-
-
-def speaker_of(content: str) -> str | None:
-    """The speaker of a conversation turn stored as "[date] Name: text" or "Name: text"."""
-    m = _SPEAKER.match(content)
-    return m.group(1) if m else None
 
 
 def named_in(query: str) -> frozenset[str]:

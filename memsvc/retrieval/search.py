@@ -33,9 +33,10 @@ from memsvc.lifecycle import archive
 from memsvc.lifecycle.retention import retention_at
 from memsvc.models import EMBEDDING_DIM, Memory
 from memsvc.retrieval import adjacency, fulltext
-from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, speaker_of, with_session_context
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, with_session_context
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.scoping import MemoryScope
+from memsvc.turns import speaker_of
 
 Mode = Literal["hybrid", "dense", "sparse"]
 MAX_QUERY_TERMS = 32  # a pasted document as a query must not build a 1,000-column statement
