@@ -72,6 +72,8 @@ class Memory(Base):
     kind: Mapped[str] = mapped_column(String(16), default="episodic")
     content: Mapped[str] = mapped_column(Text)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # "builtin" (made offline at write time) or the model of the LLM a demotion asked (migration 0006).
+    summary_by: Mapped[str | None] = mapped_column(Text, nullable=True)
     gist: Mapped[str | None] = mapped_column(Text, nullable=True)
     tier: Mapped[str] = mapped_column(String(16), default="verbatim")
     importance: Mapped[float] = mapped_column(Float, default=0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -209,3 +210,71 @@ def test_keep_originals_false_replaces_text_by_summary(sessions) -> None:  # typ
         assert row.tier in ("summary", "gist", "archived") and row.original_dropped_at is not None
         assert row.content == row.summary and len(row.content) < len(text)
         assert s.scalar(select(func.count()).select_from(Memory).where(Memory.id == m.id)) == 1
+
+
+
+TURN = ("Caroline: Hey Mel! I went to a LGBTQ support group yesterday and it was so powerful. The stories "
+        "people shared about their transition really inspired me, you know?")
+
+
+def _written_long_ago(client, sessions, make_tenant) -> tuple[uuid.UUID, list[uuid.UUID]]:  # type: ignore[no-untyped-def]
+    """A tenant with a long turn and a short note written through the API, last used at T0."""
+    key = make_tenant()
+    ids = []
+    for content in (TURN, "Short note."):
+        r = client.post("/v1/memories", headers=auth(key), json={"content": content})
+        assert r.status_code in (200, 201), r.text
+        ids.append(uuid.UUID(r.json()["id"]))
+    body = client.get(f"/v1/memories/{ids[0]}", headers=auth(key)).json()
+    assert body["summary"] and len(body["summary"]) < len(TURN) and "support group" in body["summary"]
+    assert client.get(f"/v1/memories/{ids[1]}", headers=auth(key)).json()["summary"] is None  # its own summary
+    with sessions() as s, s.begin():
+        s.execute(Memory.__table__.update().where(Memory.id.in_(ids)).values(
+            last_accessed_at=T0, recorded_at=T0, occurred_at=T0, valid_from=T0))
+    return tenant_of_key(sessions, key), ids
+
+
+def test_summary_made_at_write_serves_demotion_unless_a_hosted_llm_replaces_it(  # type: ignore[no-untyped-def]
+        sessions, client, make_tenant) -> None:
+    from memsvc.llm.gateway import LiteLLMGateway
+
+    now = T0 + 70 * DAY  # due for the summary tier
+    tenant, ids = _written_long_ago(client, sessions, make_tenant)
+    with sessions() as s:
+        written = s.get(Memory, ids[0]).summary
+    report = run_decay(sessions, tenant, now, llm=BuiltinLLM())
+    assert report.moved.get("verbatim->summary") == 2
+    assert report.representations_made == 1  # only the short note, its own summary; the turn had one
+    with sessions() as s:
+        row = s.get(Memory, ids[0])
+        assert (row.tier, row.summary, row.summary_by) == ("summary", written, "builtin")
+
+    tenant, ids = _written_long_ago(client, sessions, make_tenant)
+    better = "Caroline found a LGBTQ support group powerful."
+    llm = LiteLLMGateway("gpt-4o-mini", mock_response=json.dumps({"summary": better}))
+    report = run_decay(sessions, tenant, now, llm=llm)
+    assert report.llm_usage["calls"] == 1  # the turn; the short note is its own summary, no call
+    with sessions() as s:
+        row = s.get(Memory, ids[0])
+        assert (row.tier, row.summary, row.summary_by) == ("summary", better, "gpt-4o-mini")
+    again = run_decay(sessions, tenant, now + DAY, llm=llm)
+    assert again.llm_usage["calls"] == 0  # the LLM's summary is kept, not asked for again
+
+
+def test_fill_builtin_summaries_for_memories_written_before_they_were_made_at_write(sessions) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.lifecycle.decay import fill_builtin_summaries
+    from memsvc.llm.builtin import builtin_summary
+
+    tenant = new_tenant(sessions)
+    with sessions() as s, s.begin():  # inserted as an old release did: no summary, no summary_by
+        turn = insert_memory(s, tenant, TURN, at=T0)
+        note = insert_memory(s, tenant, "Short note.", at=T0)
+        demoted = insert_memory(s, tenant, TURN + " Again.", at=T0)
+        demoted.summary, demoted.tier = "An LLM's summary.", "summary"
+    assert fill_builtin_summaries(sessions, tenant, batch=1) == 2  # batches until none is left
+    with sessions() as s:
+        rows = {m.id: m for m in s.scalars(select(Memory).where(Memory.tenant_id == tenant))}
+    assert (rows[turn.id].summary, rows[turn.id].summary_by) == (builtin_summary(TURN), "builtin")
+    assert (rows[note.id].summary, rows[note.id].summary_by) == (None, "builtin")  # its own summary
+    assert (rows[demoted.id].summary, rows[demoted.id].summary_by) == ("An LLM's summary.", None)
+    assert fill_builtin_summaries(sessions, tenant) == 0

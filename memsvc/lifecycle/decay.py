@@ -32,6 +32,7 @@ from memsvc.lifecycle.retention import elapsed_seconds_sql, retention_sql
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
 from memsvc.lifecycle.tiers import Tier, TierPolicy, representations_needed, tier_case_sql, tier_rank_sql
 from memsvc.llm import LLM, BuiltinLLM, track_usage
+from memsvc.llm.builtin import BUILTIN, builtin_summary
 from memsvc.models import Memory
 from memsvc.scoping import MemoryScope
 
@@ -142,19 +143,25 @@ def _make_representations(
     """Summaries and gists for the rows about to be demoted past them, made once and kept."""
     target = target_tier_sql(now, policy).label("target")
     rank = tier_rank_sql(target)
-    needs = or_(and_(rank >= RANK["summary"], Memory.summary.is_(None)),
+    # The built-in summary stored at write time serves a demotion unless a hosted LLM can do better.
+    author = getattr(llm, "model", BUILTIN)
+    replace_builtin = author != BUILTIN
+    missing_summary = or_(Memory.summary.is_(None), Memory.summary_by == BUILTIN) if replace_builtin \
+        else Memory.summary.is_(None)
+    needs = or_(and_(rank >= RANK["summary"], missing_summary),
                 and_(rank >= RANK["gist"], Memory.gist.is_(None)))
     write = (
         update(Memory.__table__)
         .where(Memory.__table__.c.id == bindparam("b_id"))
-        .values(summary=bindparam("b_summary"), gist=bindparam("b_gist"))
+        .values(summary=bindparam("b_summary"), summary_by=bindparam("b_summary_by"), gist=bindparam("b_gist"))
     )
     last_id: uuid.UUID | None = None
     budget = settings.max_representations_per_pass
     while True:
         with sessions() as session:
             query = (
-                select(Memory.id, Memory.content, Memory.tier, Memory.summary, Memory.gist, target)
+                select(Memory.id, Memory.content, Memory.tier, Memory.summary, Memory.summary_by, Memory.gist,
+                       target)
                 .where(*_base_where(tenant_id), rank > tier_rank_sql(Memory.tier), needs)
                 .order_by(Memory.id).limit(settings.representation_batch)
             )
@@ -169,11 +176,15 @@ def _make_representations(
             if budget <= 0:
                 report.representations_deferred = True
                 break
-            have = [t for t, v in (("summary", row.summary), ("gist", row.gist)) if v is not None]
+            builtin_only = replace_builtin and row.summary_by == BUILTIN
+            have = [t for t, v in (("summary", None if builtin_only else row.summary), ("gist", row.gist))
+                    if v is not None]
             produced = {"summary": row.summary, "gist": row.gist}
+            summary_by = row.summary_by
             try:
                 for tier in representations_needed(row.tier, row.target, have):
                     produced[tier] = (llm.summarize if tier == "summary" else llm.gist)(row.content)
+                    summary_by = author if tier == "summary" else summary_by
                     report.representations_made += 1
                     budget -= 1
             except Exception as exc:  # one bad text (or an LLM that gave up) must not stop the pass
@@ -181,12 +192,36 @@ def _make_representations(
                 if len(report.representation_errors) < 5:
                     report.representation_errors.append(f"{row.id}: {type(exc).__name__}: {exc}"[:500])
                 continue
-            updates.append({"b_id": row.id, "b_summary": produced["summary"], "b_gist": produced["gist"]})
+            updates.append({"b_id": row.id, "b_summary": produced["summary"], "b_summary_by": summary_by,
+                            "b_gist": produced["gist"]})
         if updates:
             with sessions() as session, session.begin():
                 session.connection().execute(write, updates)
         if report.representations_deferred:
             return
+
+
+def fill_builtin_summaries(sessions: sessionmaker[Session], tenant_id: uuid.UUID, max_rows: int = 5_000,
+                           batch: int = 500) -> int:
+    """Built-in summaries for verbatim memories written before they were made at write time (0006).
+
+    Until a memory has one, every context that considers it derives it on the fly; the periodic pass
+    fills them in, up to max_rows per tenant and pass. Returns how many rows it looked at.
+    """
+    done = 0
+    while done < max_rows:
+        with sessions() as session, session.begin():
+            rows = session.execute(
+                select(Memory.id, Memory.content).where(
+                    Memory.tenant_id == tenant_id, Memory.tier == "verbatim", Memory.summary.is_(None),
+                    Memory.summary_by.is_(None)).limit(min(batch, max_rows - done))).all()
+            if not rows:
+                break
+            session.execute(update(Memory.__table__).where(Memory.__table__.c.id == bindparam("b_id"))
+                            .values(summary=bindparam("b_summary"), summary_by=BUILTIN),
+                            [{"b_id": r.id, "b_summary": builtin_summary(r.content)} for r in rows])
+            done += len(rows)
+    return done
 
 
 def _move_tiers(

@@ -171,20 +171,21 @@ def _consolidate(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
 @handler("decay")
 def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
-    from memsvc.lifecycle.decay import run_decay
+    from memsvc.lifecycle.decay import fill_builtin_summaries, run_decay
     from memsvc.lifecycle.hooks import schedule_rederive
 
     assert job.tenant_id is not None
     tenant_id = job.tenant_id
     report = run_decay(ctx.sessions, tenant_id, _now(job.params), llm=ctx.llm(), settings=ctx.settings,
                        on_orphans=lambda s, ids: schedule_rederive(s, ctx.queue, tenant_id, ids))
+    summarized = fill_builtin_summaries(ctx.sessions, tenant_id)
     # The same periodic pass recounts the tenant's full-text statistics (BM25 document frequencies of
     # large scopes come from them instead of a count over the scope per query).
     from memsvc.retrieval.fulltext import refresh_text_stats
 
     with ctx.sessions() as session, session.begin():
         text_stats = refresh_text_stats(session, tenant_id)
-    return {**report.as_dict(), "text_stats": text_stats}
+    return {**report.as_dict(), "text_stats": text_stats, "builtin_summaries_filled": summarized}
 
 
 @handler("rederive")

@@ -456,6 +456,19 @@ def _gist_word(word: str) -> bool:
     return low in NEGATIONS or low.endswith("n't") or bool(_content([word]))
 
 
+BUILTIN = "builtin"  # memories.summary_by of a summary this module made
+
+
+def builtin_summary(text: str) -> str | None:
+    """The built-in summary every memory gets when it is written, or None where it is not shorter.
+
+    Stored at write time so contexts offer it without deriving it per request (~0.4 ms a memory, for
+    every candidate of every request); a demotion with a hosted LLM replaces it (memories.summary_by).
+    """
+    summary = BuiltinLLM().summarize(text)
+    return summary if summary and len(summary) < len(" ".join(text.split())) else None
+
+
 class BuiltinLLM(UsageMeter):
     """Offline, deterministic `LLM`. Usage counts calls only (no tokens, no cost)."""
 

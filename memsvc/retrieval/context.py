@@ -27,6 +27,7 @@ from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
+from memsvc.llm.builtin import BUILTIN
 from memsvc.models import Memory, MemoryLink
 from memsvc.retrieval import adjacency, packing
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
@@ -275,7 +276,11 @@ def rank_weight(rank: int, settings: RetrievalSettings) -> float:
 def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
              settings: RetrievalSettings, weight: float | None = None) -> Piece:
     offered = _OFFERED.get(memory.tier, FIDELITIES)
-    stored = {"verbatim": memory.content, "summary": memory.summary, "gist": memory.gist}
+    # A built-in summary of a verbatim memory (stored at write time) is one of the built-in fidelities:
+    # offered on the same terms as one derived here for a memory written before summaries were stored.
+    builtin_summary = memory.summary_by == BUILTIN and memory.tier == "verbatim"
+    stored = {"verbatim": memory.content, "summary": None if builtin_summary else memory.summary,
+              "gist": memory.gist}
     texts = {f: t for f, t in stored.items() if f in offered and t}
     derived: list[str] = []
     wanted = [f for f in settings.derive_fidelities if f in offered and f not in texts]
@@ -283,6 +288,9 @@ def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
         base = texts.get("verbatim") or texts.get("summary")
         if base and counter.count(base) >= settings.derive_min_tokens:
             for fidelity in wanted:
+                if fidelity == "summary" and builtin_summary:
+                    texts[fidelity] = memory.summary or ""
+                    continue
                 value = _derived(base, fidelity)
                 if value and value != base:
                     texts[fidelity] = value

@@ -41,8 +41,8 @@ from memsvc.turns import speaker_of
 Mode = Literal["hybrid", "dense", "sparse"]
 MAX_QUERY_TERMS = 32  # a pasted document as a query must not build a 1,000-column statement
 # What a candidate row carries (enough to rank, pack and render it).
-ROW_COLUMNS = ("id", "kind", "content", "summary", "gist", "tier", "importance", "strength", "last_accessed_at",
-               "occurred_at", "session_id", "content_hash", "valid_from")
+ROW_COLUMNS = ("id", "kind", "content", "summary", "summary_by", "gist", "tier", "importance", "strength",
+               "last_accessed_at", "occurred_at", "session_id", "content_hash", "valid_from")
 
 
 @dataclass(frozen=True)

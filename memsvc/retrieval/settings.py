@@ -91,8 +91,10 @@ class RetrievalSettings:
     # and a flatter curve lets several short low hits outbid one long top hit (power 2: +2.5 ER@1024).
     rank_value_power: float = 2.0
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
-    # Fidelities derived on the fly (deterministic built-in, memsvc.llm.summary for chat turns) for
-    # memories that have none stored, when the text is at least derive_min_tokens long. Summaries keep a
+    # Built-in fidelities (deterministic, memsvc.llm.summary for chat turns) offered for memories that have
+    # none made by a demotion, when the text is at least derive_min_tokens long. The built-in summary is
+    # stored when a memory is written (memories.summary_by = "builtin"); memories written before that
+    # (migration 0006) have theirs derived on the fly, cached per text. Summaries keep a
     # turn's statements in about half its tokens: LoCoMo (3 conversations) +5.0 ER@512, +2.0 ER@1024,
     # AC +1.0 / +0.3. Gists stay stored-only: on the fly they cost 1 point of ER@1024 (they crowd out
     # verbatim text). Stored summaries and gists (lifecycle demotion, LLM) are always offered.
