@@ -67,9 +67,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-sparse-spread": {"sparse_neighbour_weight": 0.0},
     "context-neighbours-5": {"neighbour_hits": 5},
     "session-1.0": {"session_weight": 1.0},
-    "summaries": {"derive_fidelities": ("summary",), "derive_min_tokens": 12},
+    "summaries": {"derive_fidelities": ("summary",)},
     "no-summaries": {"derive_fidelities": ()},
-    "summaries-120": {"derive_fidelities": ("summary",), "derive_min_tokens": 12, "context_candidates": 120,
+    "summaries-120": {"derive_fidelities": ("summary",), "context_candidates": 120,
                       "dense_k": 120, "sparse_k": 120},
 }
 

@@ -191,35 +191,30 @@ def assemble(
     chosen_fid = _chosen_fidelities(packed)
     chosen = [o for pid, opts in by_id.items() for o in opts if chosen_fid.get(pid) == o.fidelity]
 
-    context = render(chosen, fmt, settings.strip_own_date)
-    count = counter.count(context)
-    while count > budget and chosen:  # trim: drop what frees the overshoot at the least value per token
-        over = count - budget
-        # Per token of the overshoot it removes: one long top hit never goes for a few tokens when
-        # low-value lines can go instead (counting all its tokens would make it look cheap to drop).
-        victim = min(chosen, key=lambda c: (c.value / max(min(c.tokens, over), 1), -c.tokens))
-        chosen.remove(victim)
-        context = render(chosen, fmt, settings.strip_own_date)
-        count = counter.count(context)
+    context, count = _trimmed(chosen, budget, counter, settings, fmt)
 
     # fill: the reserve and the knapsack's rounding usually leave slack; offer it to the best left out.
+    # Costs are added up (line + any new date header or section title) rather than recounted per try:
+    # one exact count at the end, and the trim again should BPE merges have cost a token more.
     in_ids = {c.piece.id for c in chosen}
     waiting = sorted(((pid, opts) for pid, opts in by_id.items() if pid not in in_ids),
                      key=lambda item: -max(o.value for o in item[1]))
-    attempts = 0
+    shown = {_heading_of(c.piece) for c in chosen} | {c.piece.section for c in chosen}
+    slack, added = budget - count, 0
     for _pid, opts in waiting:
-        if attempts >= settings.fill_attempts or budget - count <= 0:
+        if added >= settings.fill_attempts or slack <= 0:
             break
-        fitting = [o for o in opts if o.tokens <= budget - count + 2]  # +2: a line may merge across "\n"
+        extra = sum(counter.count(h + "\n") for h in _new_headings(opts[0].piece, shown, fmt))
+        fitting = [o for o in opts if o.tokens + extra <= slack]
         if not fitting:
             continue
         best = max(fitting, key=lambda o: o.value)
-        attempts += 1
-        trial = render([*chosen, best], fmt, settings.strip_own_date)
-        trial_count = counter.count(trial)
-        if trial_count <= budget:
-            chosen.append(best)
-            context, count = trial, trial_count
+        chosen.append(best)
+        shown |= {_heading_of(best.piece), best.piece.section}
+        slack -= best.tokens + extra
+        added += 1
+    if added:
+        context, count = _trimmed(chosen, budget, counter, settings, fmt)
 
     if count > budget:  # cannot happen after trimming to nothing; kept as the last line of the guarantee
         context = counter.truncate(context, budget)
@@ -237,6 +232,35 @@ def assemble(
                                     f"the {budget}" if cheapest <= budget else
                                     f"larger than the whole budget ({cheapest} > {budget} tokens)"))
     return Assembled(context, count, chosen, left_out)
+
+
+def _trimmed(chosen: list[Chosen], budget: int, counter: TokenCounter, settings: RetrievalSettings,
+             fmt: str) -> tuple[str, int]:
+    """Render and count exactly; while over, drop what frees the overshoot at the least value per token."""
+    context = render(chosen, fmt, settings.strip_own_date)
+    count = counter.count(context)
+    while count > budget and chosen:
+        over = count - budget
+        # Per token of the overshoot it removes: one long top hit never goes for a few tokens when
+        # low-value lines can go instead (counting all its tokens would make it look cheap to drop).
+        victim = min(chosen, key=lambda c: (c.value / max(min(c.tokens, over), 1), -c.tokens))
+        chosen.remove(victim)
+        context = render(chosen, fmt, settings.strip_own_date)
+        count = counter.count(context)
+    return context, count
+
+
+def _heading_of(piece: Piece) -> str:
+    return _day(piece.occurred_at) if piece.section == "episodes" else ""
+
+
+def _new_headings(piece: Piece, shown: set[str], fmt: str) -> list[str]:
+    """The lines rendering `piece` adds beyond its own: its section's title, its day's header."""
+    lines = [] if piece.section in shown else [_TITLES[fmt][piece.section]]
+    if piece.section == "episodes" and _heading_of(piece) not in shown:
+        human = _human_day(piece.occurred_at)
+        lines.append(f"### {human}" if fmt == "markdown" else f"{human}:")
+    return lines
 
 
 def _chosen_fidelities(packed: Any) -> dict[uuid.UUID, str]:
@@ -273,8 +297,8 @@ def rank_weight(rank: int, settings: RetrievalSettings) -> float:
     return ((1.0 + c) / (rank + c)) ** settings.rank_value_power
 
 
-def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
-             settings: RetrievalSettings, weight: float | None = None) -> Piece:
+def piece_of(memory: Memory, score: float, reason: str, settings: RetrievalSettings,
+             weight: float | None = None) -> Piece:
     offered = _OFFERED.get(memory.tier, FIDELITIES)
     # A built-in summary of a verbatim memory (stored at write time) is one of the built-in fidelities:
     # offered on the same terms as one derived here for a memory written before summaries were stored.
@@ -284,17 +308,17 @@ def piece_of(memory: Memory, score: float, reason: str, counter: TokenCounter,
     texts = {f: t for f, t in stored.items() if f in offered and t}
     derived: list[str] = []
     wanted = [f for f in settings.derive_fidelities if f in offered and f not in texts]
-    if wanted:
-        base = texts.get("verbatim") or texts.get("summary")
-        if base and counter.count(base) >= settings.derive_min_tokens:
-            for fidelity in wanted:
-                if fidelity == "summary" and builtin_summary:
-                    texts[fidelity] = memory.summary or ""
-                    continue
-                value = _derived(base, fidelity)
-                if value and value != base:
-                    texts[fidelity] = value
-                    derived.append(fidelity)
+    if "summary" in wanted and builtin_summary:
+        # Made at write time for texts long enough to have one: no count, no derivation per request.
+        wanted.remove("summary")
+        if memory.summary:
+            texts["summary"] = memory.summary
+    base = texts.get("verbatim") or texts.get("summary")
+    for fidelity in wanted if base else ():
+        value = _derived(base, fidelity)  # a text of a few words is its own summary (and gist): no option
+        if value and value != base:
+            texts[fidelity] = value
+            derived.append(fidelity)
     return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived), weight)
 
 
@@ -343,7 +367,7 @@ def build_context(
     if "profile" in q.sections and (not q.filters.kinds or "profile" in q.filters.kinds):
         _add_profile(session, scope, q.filters, scores, rows, settings, now)
     t1 = time.perf_counter()
-    pieces = [piece_of(rows[mid], shown.get(mid, 0.0), reason, q.counter, settings, weight)
+    pieces = [piece_of(rows[mid], shown.get(mid, 0.0), reason, settings, weight)
               for mid, (weight, reason) in scores.items()]
     t2 = time.perf_counter()
     result = assemble(pieces, q.budget, q.counter, settings, q.fmt)

@@ -92,13 +92,13 @@ class RetrievalSettings:
     rank_value_power: float = 2.0
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
     # Built-in fidelities (deterministic, memsvc.llm.summary for chat turns) offered for memories that have
-    # none made by a demotion, when the text is at least derive_min_tokens long. The built-in summary is
-    # stored when a memory is written (memories.summary_by = "builtin"); memories written before that
-    # (migration 0006) have theirs derived on the fly, cached per text. Summaries keep a
+    # none made by a demotion (texts of more than a few words; shorter ones are their own summary). The
+    # built-in summary is stored when a memory is written (memories.summary_by = "builtin"); memories
+    # written before that (migration 0006) have theirs derived on the fly, cached per text, until the
+    # hourly pass fills them in. Summaries keep a
     # turn's statements in about half its tokens: LoCoMo (3 conversations) +5.0 ER@512, +2.0 ER@1024,
     # AC +1.0 / +0.3. Gists stay stored-only: on the fly they cost 1 point of ER@1024 (they crowd out
     # verbatim text). Stored summaries and gists (lifecycle demotion, LLM) are always offered.
-    derive_min_tokens: int = 12
     derive_fidelities: tuple[str, ...] = ("summary",)
     profile_limit: int = 20  # profile/core memories considered for every context
     profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs
@@ -114,7 +114,7 @@ class RetrievalSettings:
     facts_as_pointers: bool = False
     # An episode whose text starts with "[its own date]" is shown without it: its day header says it.
     strip_own_date: bool = True
-    # The counting pass after packing re-renders and recounts at most this many times to fill slack.
+    # After packing, at most this many left-out memories are added to fill the slack (then one recount).
     fill_attempts: int = 24
 
     def with_(self, **changes: Any) -> RetrievalSettings:
