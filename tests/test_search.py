@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, with_session_context
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, with_priors, with_session_context
 from memsvc.retrieval.settings import RetrievalSettings
 from memsvc.turns import speaker_of
 from tests.conftest import auth
@@ -54,6 +54,41 @@ def test_turns_of_the_one_person_the_query_names_come_first() -> None:
     for query, settings in (("What happened?", s), ("Did Caroline meet Melanie?", s),
                             ("What did Caroline research?", s.with_(speaker_boost=0.0))):
         assert fuse(turns(), settings, named_in(query))[0].speaker != "Caroline"
+
+
+def test_priors_demote_short_turns_other_speakers_and_sessions_without_the_words() -> None:
+    s = RetrievalSettings()
+
+    def ordered(query: str, *cands: Ranked, settings: RetrievalSettings = s) -> list[Ranked]:
+        named = named_in(query)
+        return with_priors(fuse(list(cands), settings, named), settings, named)
+
+    # Equal relevance: the turn that says something beats "Thanks!"; a note without a speaker gets no
+    # length prior, so among notes meaning alone decides (the best dense match stays first).
+    thanks = Ranked(uuid.uuid4(), dense_rank=1, speaker="Jon", lexemes=1)
+    story = Ranked(uuid.uuid4(), dense_rank=2, speaker="Jon", lexemes=25)
+    assert ordered("What happened?", thanks, story)[0] is story and "length" in story.signals
+    best_note = Ranked(uuid.uuid4(), dense_rank=1, lexemes=4)
+    long_note = Ranked(uuid.uuid4(), dense_rank=2, lexemes=40)
+    assert ordered("What happened?", long_note, best_note)[0] is best_note
+    assert "length" not in long_note.signals
+    # One person named: turns of anyone else lose; two named: nobody does.
+    jon = Ranked(uuid.uuid4(), dense_rank=2, speaker="Jon", lexemes=10)
+    gina = Ranked(uuid.uuid4(), dense_rank=1, speaker="Gina", lexemes=10)
+    assert ordered("Where did Jon travel?", gina, jon)[0] is jon and gina.signals["other_speaker"] < 0
+    assert ordered("Did Jon meet Gina?", gina, jon)[0] is gina and "other_speaker" not in gina.signals
+    # A session whose turns say the question's words lifts its other turns, by their best BM25's share.
+    said = Ranked(uuid.uuid4(), sparse_rank=1, sparse_raw=8.0, session_id="s1", lexemes=10, speaker="Jon")
+    reply = Ranked(uuid.uuid4(), dense_rank=2, session_id="s1", lexemes=10, speaker="Gina")
+    elsewhere = Ranked(uuid.uuid4(), dense_rank=1, session_id="s2", lexemes=10, speaker="Gina")
+    half = Ranked(uuid.uuid4(), sparse_rank=2, sparse_raw=4.0, session_id="s3", lexemes=10, speaker="Jon")
+    result = ordered("what about the dance studio", elsewhere, reply, said, half)
+    assert result.index(reply) < result.index(elsewhere) and "session_text" not in elsewhere.signals
+    assert reply.signals["session_text"] == pytest.approx(2 * half.signals["session_text"])
+    for c in result:
+        assert c.score == pytest.approx(sum(c.signals.values()))
+    off = s.with_(length_weight=0.0, other_speaker_penalty=0.0, session_text_weight=0.0)
+    assert ordered("What happened?", thanks, story, settings=off)[0] is thanks
 
 
 def test_a_hit_in_a_session_of_several_good_hits_beats_an_equal_hit_alone() -> None:

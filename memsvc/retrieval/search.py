@@ -33,7 +33,7 @@ from memsvc.lifecycle import archive
 from memsvc.lifecycle.retention import retention_at
 from memsvc.models import EMBEDDING_DIM, Memory
 from memsvc.retrieval import adjacency, fulltext
-from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, with_session_context
+from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, with_priors, with_session_context
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.scoping import MemoryScope
 from memsvc.turns import speaker_of
@@ -243,6 +243,7 @@ def candidates(
     where = [*scope.where(), *filter_clauses(filters, now)]
     parts = []
     dense = sparse = None
+    own_bm25: dict[uuid.UUID, float] = {}
     if vector is not None and settings.dense_k > 0:
         distance = Memory.embedding.cosine_distance(vector)
         nearest = (select(Memory.id.label("id"), distance.label("d")).where(*where, Memory.embedding.is_not(None))
@@ -259,8 +260,9 @@ def candidates(
         parts.append(select(dense.c.id))
     if terms and settings.sparse_k > 0:
         n_scope = _scope_size(session, scope, filters, where, settings)
-        found_s = fulltext.top(session, scope.tenant_id, where, terms, n_scope, settings)
-        found_s = _spread_to_neighbours(session, scope, where, found_s, settings)
+        own = fulltext.top(session, scope.tenant_id, where, terms, n_scope, settings)
+        found_s = _spread_to_neighbours(session, scope, where, own, settings)
+        own_bm25 = dict(own)
         sparse = _listed("sparse", "s", found_s)
         parts.append(select(sparse.c.id))
     if not parts:
@@ -271,6 +273,7 @@ def candidates(
     cols: list[Any] = [getattr(Memory, name) for name in ROW_COLUMNS]
     cols.append(dense.c.d if dense is not None else cast(null(), Float).label("d"))
     cols.append(sparse.c.s if sparse is not None else cast(null(), Float).label("s"))
+    cols.append(func.length(Memory.search_tsv).label("lexemes"))
     query = select(*cols).select_from(ids).join(Memory, and_(Memory.id == ids.c.id, *scope.where()))
     if dense is not None:
         query = query.outerjoin(dense, dense.c.id == ids.c.id)
@@ -308,7 +311,7 @@ def candidates(
             importance=float(row.importance), content_hash=row.content_hash,
             embedding=row.embedding if with_embeddings else None,
             twins=frozenset(getattr(row, "twins", None) or ()), speaker=speaker_of(row.content),
-            session_id=row.session_id,
+            session_id=row.session_id, lexemes=int(row.lexemes or 0), sparse_raw=own_bm25.get(row.id),
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
                                         key=lambda c: (-c.dense_similarity, str(c.id))), start=1):  # type: ignore[operator]
@@ -339,6 +342,10 @@ def query_vector(embedder: Embedder, query_text: str) -> list[float]:
     return vector
 
 
+def _hybrid_order(ranked: list[Ranked], settings: RetrievalSettings, named: frozenset[str]) -> list[Ranked]:
+    return with_priors(with_session_context(fuse(ranked, settings, named), settings), settings, named)
+
+
 def search(
     session: Session, scope: MemoryScope, embedder: Embedder, query_text: str, filters: SearchFilters,
     limit: int, settings: RetrievalSettings = DEFAULT_SETTINGS, *, mode: Mode = "hybrid",
@@ -358,8 +365,7 @@ def search(
     diverse = settings.mmr_lambda < 1.0
     ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now, with_embeddings=diverse)
     named = named_in(query_text)
-    ordered = with_session_context(fuse(ranked, settings, named), settings) if mode == "hybrid" \
-        else rrf_only(ranked, mode)
+    ordered = _hybrid_order(ranked, settings, named) if mode == "hybrid" else rrf_only(ranked, mode)
     if mode == "hybrid" and settings.prf_docs > 0 and vector is not None and ordered:
         # Pseudo-relevance feedback (Rocchio): move the query vector toward the best first-pass hits and
         # search again; finds turns that answer the question without sharing its words.
@@ -371,7 +377,7 @@ def search(
             vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist()
             ranked, rows = candidates(session, scope, vector, terms, filters, pool_settings, now,
                                       with_embeddings=diverse)
-            ordered = with_session_context(fuse(ranked, settings, named), settings)
+            ordered = _hybrid_order(ranked, settings, named)
     t2 = time.perf_counter()
     hits, duplicates = mmr(ordered, limit, settings)
     t3 = time.perf_counter()
