@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class OnnxEncoder:
 
         transformer, pooling = _check_pipeline(st_model)
         self._tokenizer = transformer.tokenizer
+        self._tokenizer_lock = threading.Lock()
         self._max_length = int(transformer.max_seq_length)
         self.path = _exported(transformer.auto_model, self._tokenizer, model_dir, cache_dir)
         options = ort.SessionOptions()
@@ -49,8 +51,11 @@ class OnnxEncoder:
         self._feeds = [i.name for i in self._session.get_inputs()]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_length,
-                                return_tensors="np")
+        # A fast tokenizer sets padding/truncation on shared Rust state per call: concurrent calls from
+        # the API's worker threads may fail with "Already borrowed" (tokenizers#537). The run needs no lock.
+        with self._tokenizer_lock:
+            batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_length,
+                                    return_tensors="np")
         hidden = self._session.run(None, {k: batch[k].astype(np.int64) for k in self._feeds})[0]
         mask = batch["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)

@@ -44,3 +44,14 @@ def test_export_is_cached_and_reused(onnx_embedder: SentenceTransformerEmbedder)
     assert cache.stat().st_mtime_ns == before  # loaded, not exported again
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary file left behind
     np.testing.assert_allclose(again.embed([TEXTS[1]]), onnx_embedder.embed([TEXTS[1]]), atol=1e-6)
+
+
+def test_concurrent_queries_from_many_threads(onnx_embedder: SentenceTransformerEmbedder) -> None:
+    """The API embeds queries from its worker threads at once; every one must get its own vector."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"question number {i} about {'the support group' if i % 2 else 'painting a sunrise'}" for i in range(64)]
+    expected = np.vstack([onnx_embedder.embed([t]) for t in texts])
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = np.vstack(list(pool.map(lambda t: onnx_embedder.embed([t]), texts)))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
