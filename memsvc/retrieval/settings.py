@@ -13,9 +13,12 @@ FIDELITIES = ("verbatim", "summary", "gist")
 
 
 def _fidelity_values() -> dict[str, float]:
-    # What a memory is worth in a context at each fidelity, as a share of its full value. A summary
-    # keeps most of the facts for ~40% of the tokens; a gist is a reminder that the memory exists.
-    return {"verbatim": 1.0, "summary": 0.8, "gist": 0.35}
+    # What a memory is worth in a context at each fidelity, as a share of its full value. The built-in
+    # chat-turn summary keeps a turn's statements in ~64% of its tokens; a gist is a reminder that the
+    # memory exists. LoCoMo (8 conversations), summary 0.8 -> 0.9: ER@512 71.3 -> 72.9, ER@1024
+    # 78.4 -> 79.6, AC -0.5 / -0.2; 0.95 gains more ER (74.0 / 80.4) but loses 1.9 AC@512: answers
+    # start to fall out of summarised top hits.
+    return {"verbatim": 1.0, "summary": 0.9, "gist": 0.35}
 
 
 @dataclass(frozen=True)
