@@ -54,6 +54,8 @@ class MemoryOut(BaseModel):
     kind: Kind
     content: str
     summary: str | None = None
+    # Who made the summary: "builtin" (offline, when the memory was written) or the LLM a demotion asked.
+    summary_by: str | None = None
     gist: str | None = None
     tier: Tier
     user_id: str | None = None

@@ -14,7 +14,8 @@ def memory_out(memory: Memory, *, tau0_seconds: float, now: datetime | None = No
     now = now or datetime.now(UTC)
     elapsed = (now - memory.last_accessed_at).total_seconds()
     return MemoryOut(
-        id=memory.id, kind=memory.kind, content=memory.content, summary=memory.summary, gist=memory.gist,
+        id=memory.id, kind=memory.kind, content=memory.content, summary=memory.summary, summary_by=memory.summary_by,
+        gist=memory.gist,
         tier=memory.tier, user_id=memory.user_id, agent_id=memory.agent_id, session_id=memory.session_id,
         importance=memory.importance, strength=memory.strength, access_count=memory.access_count,
         retention=retention(elapsed, memory.strength, tau0_seconds),

@@ -227,6 +227,7 @@ def _written_long_ago(client, sessions, make_tenant) -> tuple[uuid.UUID, list[uu
         ids.append(uuid.UUID(r.json()["id"]))
     body = client.get(f"/v1/memories/{ids[0]}", headers=auth(key)).json()
     assert body["summary"] and len(body["summary"]) < len(TURN) and "support group" in body["summary"]
+    assert body["summary_by"] == "builtin"
     assert client.get(f"/v1/memories/{ids[1]}", headers=auth(key)).json()["summary"] is None  # its own summary
     with sessions() as s, s.begin():
         s.execute(Memory.__table__.update().where(Memory.id.in_(ids)).values(
