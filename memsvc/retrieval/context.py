@@ -27,7 +27,7 @@ from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
-from memsvc.llm.builtin import BUILTIN
+from memsvc.llm.builtin import BUILTIN, BuiltinLLM, builtin_summary
 from memsvc.models import Memory, MemoryLink
 from memsvc.retrieval import adjacency, packing
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
@@ -278,11 +278,10 @@ def _chosen_fidelities(packed: Any) -> dict[uuid.UUID, str]:
 @functools.lru_cache(maxsize=65_536)
 def _derived(text: str, fidelity: str) -> str:
     """One fidelity of a text, made by the built-in (only the ones settings ask for: this runs per
-    candidate on every request that misses the cache)."""
-    from memsvc.llm import BuiltinLLM
-
-    llm = BuiltinLLM()
-    return llm.summarize(text) if fidelity == "summary" else llm.gist(text)
+    candidate on every request that misses the cache). The summary is the one the store keeps."""
+    if fidelity == "summary":
+        return builtin_summary(text) or ""
+    return BuiltinLLM().gist(text)
 
 
 def rank_weight(rank: int, settings: RetrievalSettings) -> float:
@@ -302,13 +301,13 @@ def piece_of(memory: Memory, score: float, reason: str, settings: RetrievalSetti
     offered = _OFFERED.get(memory.tier, FIDELITIES)
     # A built-in summary of a verbatim memory (stored at write time) is one of the built-in fidelities:
     # offered on the same terms as one derived here for a memory written before summaries were stored.
-    builtin_summary = memory.summary_by == BUILTIN and memory.tier == "verbatim"
-    stored = {"verbatim": memory.content, "summary": None if builtin_summary else memory.summary,
+    has_builtin = memory.summary_by == BUILTIN and memory.tier == "verbatim"
+    stored = {"verbatim": memory.content, "summary": None if has_builtin else memory.summary,
               "gist": memory.gist}
     texts = {f: t for f, t in stored.items() if f in offered and t}
     derived: list[str] = []
     wanted = [f for f in settings.derive_fidelities if f in offered and f not in texts]
-    if "summary" in wanted and builtin_summary:
+    if "summary" in wanted and has_builtin:
         # Made at write time for texts long enough to have one: no count, no derivation per request.
         wanted.remove("summary")
         if memory.summary:
