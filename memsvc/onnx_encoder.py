@@ -38,7 +38,7 @@ class OnnxEncoder:
     def __init__(self, st_model: Any, model_dir: str, cache_dir: Path | None) -> None:
         import onnxruntime as ort
 
-        transformer, pooling = _check_pipeline(st_model)
+        transformer = _checked_transformer(st_model)
         self._tokenizer = transformer.tokenizer
         self._tokenizer_lock = threading.Lock()
         self._max_length = int(transformer.max_seq_length)
@@ -63,20 +63,20 @@ class OnnxEncoder:
         return (pooled / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
-def _check_pipeline(st_model: Any) -> tuple[Any, Any]:
+def _checked_transformer(st_model: Any) -> Any:
+    """The model's Transformer module, once its pipeline is known to be one this path reproduces."""
     modules = list(st_model)
     names = [type(m).__name__ for m in modules]
     if names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
         raise UnsupportedModel(f"pipeline {names}")
-    pooling = modules[1]
-    config = pooling.get_config_dict()
+    config = modules[1].get_config_dict()
     # sentence-transformers 5+ names the mode; older versions set one flag per mode.
     mean = config.get("pooling_mode") == "mean" or (
         config.get("pooling_mode_mean_tokens") is True
         and not any(config.get(f"pooling_mode_{m}") for m in ("cls_token", "max_tokens", "mean_sqrt_len_tokens")))
     if not mean:
         raise UnsupportedModel(f"pooling is not plain mean pooling ({config})")
-    return modules[0], pooling
+    return modules[0]
 
 
 def _fingerprint(model_dir: str) -> str:
