@@ -20,7 +20,7 @@ from memsvc.lifecycle.settings import LifecycleSettings
 from memsvc.llm import BuiltinLLM
 from memsvc.models import LexemeStats, Memory, TextStats
 from memsvc.queue import RecordingQueue
-from memsvc.retrieval import fulltext
+from memsvc.retrieval import fulltext, sqltext
 from memsvc.retrieval.search import SearchFilters, filter_clauses
 from memsvc.retrieval.settings import RetrievalSettings
 from memsvc.scoping import MemoryScope
@@ -71,7 +71,7 @@ def _reference(sessions, tenant: uuid.UUID, terms: list[str], k: int) -> list[tu
 def _top(sessions, tenant: uuid.UUID, terms: list[str], settings: RetrievalSettings = STATS):  # type: ignore[no-untyped-def]
     scope = MemoryScope(tenant)
     with sessions() as s:
-        where = [*scope.where(), *filter_clauses(SearchFilters(), datetime.now(UTC))]
+        where = sqltext.where_of(s, [*scope.where(), *filter_clauses(SearchFilters(), datetime.now(UTC))])
         n = s.query(Memory).filter(Memory.tenant_id == tenant).count()
         return fulltext.top(s, tenant, where, terms, n, settings)
 

@@ -295,6 +295,7 @@ def test_neighbours_stay_inside_the_callers_scope(engine, make_tenant, client) -
     from memsvc.db import session_scope
     from memsvc.models import Memory
     from memsvc.retrieval.adjacency import neighbours, spread_to_neighbours
+    from memsvc.retrieval.sqltext import where_of
     from memsvc.scoping import MemoryScope
 
     key = make_tenant()
@@ -307,16 +308,16 @@ def test_neighbours_stay_inside_the_callers_scope(engine, make_tenant, client) -
         tenant = s.get(Memory, ids[0]).tenant_id
         for scope, expected in ((MemoryScope(tenant_id=tenant), {(-1, ids[1]), (1, ids[3])}),
                                 (MemoryScope(tenant_id=tenant, user_ids=("u1",)), {(-1, ids[0]), (1, ids[3])})):
-            found = neighbours(s, scope, scope.where(), [ids[2]], ("id",))
+            found = neighbours(s, scope, where_of(s, scope.where()), [ids[2]], ("id",))
             assert {(offset, row.id) for _, offset, row in found} == expected
-        wide = neighbours(s, MemoryScope(tenant_id=tenant), [], [ids[0]], ("id",), window=2)
+        wide = neighbours(s, MemoryScope(tenant_id=tenant), where_of(s, []), [ids[0]], ("id",), window=2)
         assert [(offset, row.id) for _, offset, row in wide] == [(1, ids[1]), (2, ids[2])]
-        assert neighbours(s, MemoryScope(tenant_id=uuid.uuid4()), [], [ids[2]], ("id",)) == []
+        assert neighbours(s, MemoryScope(tenant_id=uuid.uuid4()), where_of(s, []), [ids[2]], ("id",)) == []
     same = client.post("/v1/memories/batch", headers=auth(key), json={"items": [
         {"content": f"same instant {i}", "session_id": "t", "occurred_at": "2024-03-03T11:00:00Z"} for i in range(3)]})
     twins = sorted((uuid.UUID(m["id"]) for m in same.json()["items"]), key=str)
     with session_scope(engine) as s:  # turns written at one instant are still ordered (by id), not lost
-        found = neighbours(s, MemoryScope(tenant_id=tenant), [], [twins[1]], ("id",))
+        found = neighbours(s, MemoryScope(tenant_id=tenant), where_of(s, []), [twins[1]], ("id",))
         assert {(offset, row.id) for _, offset, row in found} == {(-1, twins[0]), (1, twins[2])}
     a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     spread = spread_to_neighbours({a: 2.0, b: 1.0}, [(b, a), (a, b), (c, b)], 0.5)

@@ -14,48 +14,41 @@ from collections.abc import Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Integer, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.util import ClauseAdapter
 
-from memsvc.models import Memory
+from memsvc.retrieval import sqltext
+from memsvc.retrieval.sqltext import Where
 from memsvc.scoping import MemoryScope
 
 
-def neighbours(session: Session, scope: MemoryScope, where: Sequence[Any], ids: Sequence[uuid.UUID],
+def neighbours(session: Session, scope: MemoryScope, where: Where, ids: Sequence[uuid.UUID],
                columns: Sequence[str], window: int = 1) -> list[tuple[uuid.UUID, int, Any]]:
     """(hit id, offset, neighbour row) for up to `window` episodes on each side of each hit in its
     session (offset -1 = the turn before). `where` holds the caller's scope and filter clauses, so a
     neighbour the caller may not read is never returned. Hits without a session have none."""
     if not ids or window < 1:
         return []
-    hits = select(Memory.id, Memory.session_id, Memory.occurred_at).where(
-        *scope.where(), Memory.id.in_(list(ids)), Memory.session_id.is_not(None)).cte("hits")
-    other = Memory.__table__.alias("neighbour")
-    cols = [other.c[_column(name)].label(name) for name in columns]
+    cols = sqltext.select_list("n", columns)
     sides = []
-    here = tuple_(hits.c.occurred_at, hits.c.id)
-    there = tuple_(other.c.occurred_at, other.c.id)  # the id orders turns written at the same instant
-    for sign, before in ((-1, True), (1, False)):
-        order = (other.c.occurred_at.desc(), other.c.id.desc()) if before else (other.c.occurred_at, other.c.id)
-        nearest = (select(*cols, other.c.occurred_at.label("at_"), literal(sign, Integer).label("side"))
-                   .where(other.c.tenant_id == scope.tenant_id, other.c.session_id == hits.c.session_id,
-                          there < here if before else there > here,
-                          *[ClauseAdapter(other).traverse(clause) for clause in where])
-                   .order_by(*order).limit(window).lateral(f"side{sign + 1}"))
-        sides.append(select(hits.c.id.label("hit_id"), nearest).select_from(hits.join(nearest, literal(True))))
-    rows = session.execute(union_all(*sides)).all()
+    for side, before in ((-1, True), (1, False)):
+        # The id orders turns written at the same instant.
+        cmp, order = ("<", "DESC") if before else (">", "ASC")
+        sides.append(
+            f"(SELECT {cols}, n.occurred_at AS at_, {side} AS side FROM memories n "
+            f"WHERE n.tenant_id = h.tenant_id AND n.session_id = h.session_id "
+            f"AND (n.occurred_at, n.id) {cmp} (h.occurred_at, h.id) AND {where.on('n')} "
+            f"ORDER BY n.occurred_at {order}, n.id {order} LIMIT %(p_window)s)")
+    found = sqltext.rows(
+        session,
+        f"SELECT h.id AS hit_id, s.* FROM memories h CROSS JOIN LATERAL ({' UNION ALL '.join(sides)}) s "
+        "WHERE h.id = ANY(%(p_ids)s) AND h.tenant_id = %(p_tenant)s AND h.session_id IS NOT NULL",
+        where, p_ids=list(ids), p_tenant=scope.tenant_id, p_window=window)
     out: list[tuple[uuid.UUID, int, Any]] = []
-    for (hit, side), group in groupby(sorted(rows, key=lambda r: (str(r.hit_id), r.side)),
+    for (hit, side), group in groupby(sorted(found, key=lambda r: (str(r.hit_id), r.side)),
                                       key=lambda r: (r.hit_id, r.side)):
         nearest_first = sorted(group, key=lambda r: (r.at_, str(r.id)), reverse=side < 0)
         out.extend((hit, side * step, row) for step, row in enumerate(nearest_first, start=1))
     return out
-
-
-def _column(attribute: str) -> str:
-    """ORM attribute name -> table column name (`metadata_` is stored as "metadata")."""
-    return Memory.__mapper__.attrs[attribute].columns[0].name  # type: ignore[union-attr,no-any-return]
 
 
 def spread_to_neighbours(scores: Mapping[uuid.UUID, float], pairs: Sequence[tuple[uuid.UUID, uuid.UUID]],

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from memsvc.embeddings import Embedder
 from memsvc.llm.builtin import BUILTIN, BuiltinLLM, builtin_summary
 from memsvc.models import Memory, MemoryLink
-from memsvc.retrieval import adjacency, packing
+from memsvc.retrieval import adjacency, packing, sqltext
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
 from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
 from memsvc.scoping import MemoryScope
@@ -405,7 +405,7 @@ def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters
     hits = [h for h in hits if h.kind == "episodic" and h.session_id is not None]
     if not hits:
         return
-    where = [*scope.where(), *filter_clauses(_with_kinds(filters, ("episodic",)), now)]
+    where = sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, ("episodic",)), now)])
     found = adjacency.neighbours(session, scope, where, [h.id for h in hits], ROW_COLUMNS,
                                  max(1, settings.neighbour_window))
     for hit_id, _, row in found:

@@ -35,12 +35,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, Text, bindparam, case, cast, func, literal, or_, select, text, true
-from sqlalchemy.dialects.postgresql import ARRAY, TSQUERY
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from memsvc.models import LexemeStats, Memory, TextStats
+from memsvc.retrieval import sqltext
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
+from memsvc.retrieval.sqltext import Where
 
 Scored = list[tuple[uuid.UUID, float]]
 
@@ -52,14 +52,6 @@ def tsquery_text(terms: list[str]) -> str:
 
 def _quote(term: str) -> str:
     return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def tsquery(terms: list[str]) -> Any:
-    return literal(tsquery_text(terms)).cast(TSQUERY)
-
-
-def matches(terms: list[str]) -> Any:
-    return Memory.search_tsv.op("@@")(tsquery(terms))
 
 
 # ---- near-stopwords from the planner's statistics (the exact path; the statistics path has its own df) --
@@ -99,30 +91,37 @@ def idf(df: float, n: float) -> float:
 
 
 # ---- small scopes: exact ----------------------------------------------------------------------------
-def exact_top(session: Session, where: list[Any], terms: list[str], n_scope: int,
-              settings: RetrievalSettings) -> Scored:
+def exact_top(session: Session, where: Where, terms: list[str], n_scope: int, settings: RetrievalSettings) -> Scored:
     """Exact BM25 over every row holding a query term, document frequencies counted in that pool."""
     if settings.sparse_common_freq < 1.0:
         terms = prune_common(terms, common_lexemes(session), settings.sparse_common_freq)
-    pool = (select(Memory.id.label("id"), Memory.search_tsv.label("v"), func.length(Memory.search_tsv).label("len"))
-            .where(*where, matches(terms)).limit(settings.sparse_pool_limit).cte("pool"))
-    term_queries = [tsquery([t]) for t in terms]
-    stats = select(
-        func.count().label("n"), func.avg(pool.c.len).label("avglen"),
-        *[func.count().filter(pool.c.v.op("@@")(q)).label(f"df{i}") for i, q in enumerate(term_queries)],
-    ).cte("stats")
+    params: dict[str, Any] = {f"p_q{i}": _quote(t) for i, t in enumerate(terms)}
+    dfs = ", ".join(f"count(*) FILTER (WHERE v @@ %(p_q{i})s::tsquery) AS df{i}" for i in range(len(terms)))
+    idf_sum = " + ".join(
+        f"CASE WHEN v @@ %(p_q{i})s::tsquery THEN ln(1.0 + (greatest(%(p_n)s::float8, n) - df{i} + 0.5) "
+        f"/ (df{i} + 0.5)) ELSE 0 END" for i in range(len(terms)))
+    found = sqltext.rows(session, f"""
+        WITH pool AS (SELECT memories.id, memories.search_tsv AS v, length(memories.search_tsv) AS len
+                      FROM memories WHERE {where.sql} AND memories.search_tsv @@ %(p_any)s::tsquery
+                      LIMIT %(p_pool)s),
+             stats AS (SELECT count(*) AS n, avg(len) AS avglen, {dfs} FROM pool)
+        SELECT pool.id, ({idf_sum}) * {_length_factor_sql("len", "greatest(avglen, 1.0)")} AS s
+        FROM pool, stats ORDER BY s DESC, pool.id LIMIT %(p_k)s""", where,
+        **params, p_any=tsquery_text(terms), p_pool=int(settings.sparse_pool_limit), p_n=float(n_scope),
+        p_k=int(settings.sparse_k), p_k1=float(settings.bm25_k1), p_b=float(settings.bm25_b))
+    return [(r.id, float(r.s)) for r in found]
+
+
+def _length_factor(length: float, avg_len: float, settings: RetrievalSettings) -> float:
+    """BM25's length normalisation with tf = 1 (`_length_factor_sql` is the same in SQL)."""
     k1, b = float(settings.bm25_k1), float(settings.bm25_b)
-    n_total = func.greatest(literal(n_scope, Float), stats.c.n)
-    norm = (k1 + 1) / (1 + k1 * (1 - b + b * pool.c.len / func.greatest(stats.c.avglen, 1.0)))
-    score = sum(
-        (case((pool.c.v.op("@@")(q), 1.0), else_=0.0)
-         * func.ln(1.0 + (n_total - stats.c[f"df{i}"] + 0.5) / (stats.c[f"df{i}"] + 0.5))
-         for i, q in enumerate(term_queries)),
-        literal(0.0, Float),
-    ) * norm
-    query = (select(pool.c.id, score.label("s")).select_from(pool.join(stats, true()))
-             .order_by(score.desc(), pool.c.id).limit(settings.sparse_k))
-    return [(r.id, float(r.s)) for r in session.execute(query)]
+    return (k1 + 1) / (1 + k1 * (1 - b + b * length / avg_len))
+
+
+def _length_factor_sql(length: str, avg_len: str) -> str:
+    """BM25's length normalisation (tf = 1) as SQL over a length and a mean length expression."""
+    k1, b = "%(p_k1)s::float8", "%(p_b)s::float8"
+    return f"({k1} + 1) / (1 + {k1} * (1 - {b} + {b} * {length} / {avg_len}))"
 
 
 # ---- large scopes: statistics + MaxScore --------------------------------------------------------------
@@ -134,7 +133,7 @@ class Collection:
     df: dict[str, float]  # per query term
 
 
-def collection(session: Session, tenant_id: uuid.UUID, where: list[Any], terms: list[str],
+def collection(session: Session, tenant_id: uuid.UUID, where: Where, terms: list[str],
                settings: RetrievalSettings) -> Collection | None:
     """BM25 statistics for the query terms, in one statement; None if the tenant has none yet.
 
@@ -142,29 +141,23 @@ def collection(session: Session, tenant_id: uuid.UUID, where: list[Any], terms: 
     restriction or by filters (the usual global-statistics approximation). A term absent from the store
     was in fewer than `min_df` memories then, or is new: it is counted in the scope now (it is rare, so
     that is cheap; counting stops at sparse_df_count_cap rows)."""
-    t = func.unnest(bindparam("fts_terms", terms, type_=ARRAY(Text)),
-                    bindparam("fts_queries", [_quote(x) for x in terms], type_=ARRAY(Text))
-                    ).table_valued("lexeme", "q").render_derived(name="t")
-    ts = select(TextStats).where(TextStats.tenant_id == tenant_id).subquery("ts")
-    ls = select(LexemeStats.lexeme, LexemeStats.df).where(LexemeStats.tenant_id == tenant_id).subquery("ls")
-    capped = (select(literal(1).label("one")).where(*where, Memory.search_tsv.op("@@")(cast(t.c.q, TSQUERY)))
-              .limit(settings.sparse_df_count_cap).correlate(t).subquery("hits"))
-    counted = select(func.count()).select_from(capped).correlate(t).scalar_subquery()
-    query = (select(t.c.lexeme, ls.c.df.label("stored"), ts.c.docs, ts.c.total_len, ts.c.len_quantiles,
-                    case((ts.c.docs.is_not(None) & ls.c.df.is_(None), counted)).label("counted"))
-             .select_from(t.outerjoin(ts, true()).outerjoin(ls, ls.c.lexeme == t.c.lexeme)))
-    rows = session.execute(query).all()
-    if not rows or not rows[0].docs or not rows[0].len_quantiles:
+    found = sqltext.rows(session, f"""
+        SELECT t.lexeme, ls.df AS stored, ts.docs, ts.total_len, ts.len_quantiles,
+               CASE WHEN ts.docs IS NOT NULL AND ls.df IS NULL THEN
+                 (SELECT count(*) FROM (SELECT 1 FROM memories WHERE {where.sql}
+                                        AND memories.search_tsv @@ t.q::tsquery LIMIT %(p_cap)s) AS hits)
+               END AS counted
+        FROM unnest(%(p_terms)s::text[], %(p_queries)s::text[]) AS t(lexeme, q)
+        LEFT JOIN text_stats ts ON ts.tenant_id = %(p_tenant)s
+        LEFT JOIN lexeme_stats ls ON ls.tenant_id = %(p_tenant)s AND ls.lexeme = t.lexeme""", where,
+        p_terms=list(terms), p_queries=[_quote(x) for x in terms], p_tenant=tenant_id,
+        p_cap=int(settings.sparse_df_count_cap))
+    if not found or not found[0].docs or not found[0].len_quantiles:
         return None
-    first = rows[0]
-    df = {r.lexeme: float(r.stored if r.stored is not None else (r.counted or 0)) for r in rows}
+    first = found[0]
+    df = {r.lexeme: float(r.stored if r.stored is not None else (r.counted or 0)) for r in found}
     return Collection(docs=float(first.docs), avg_len=max(1.0, first.total_len / first.docs),
                       len_quantiles=tuple(first.len_quantiles), df=df)
-
-
-def _length_factor(length: Any, avg_len: float, settings: RetrievalSettings) -> Any:
-    k1, b = float(settings.bm25_k1), float(settings.bm25_b)
-    return (k1 + 1) / (1 + k1 * (1 - b + b * length / avg_len))
 
 
 def _longest(weight: float, theta: float, avg_len: float, settings: RetrievalSettings) -> float:
@@ -214,7 +207,12 @@ def _arms(rest: list[str], weight: dict[str, float], theta: float, avg_len: floa
     return [arm for m in range(1, last + 1) if (arm := _arm(rest, m, last, weight, theta, avg_len, settings))]
 
 
-def pruned_top(session: Session, where: list[Any], terms: list[str], stats: Collection,
+def _held(sets: list[tuple[str, ...]]) -> str:
+    """A tsquery text: the row holds every term of one of the sets."""
+    return " | ".join("(" + " & ".join(_quote(t) for t in c) + ")" for c in sets)
+
+
+def pruned_top(session: Session, where: Where, terms: list[str], stats: Collection,
                settings: RetrievalSettings) -> Scored:
     """The BM25 top k under `stats`, reading only rows that can be in it (see the module docstring)."""
     n = stats.docs
@@ -223,33 +221,42 @@ def pruned_top(session: Session, where: list[Any], terms: list[str], stats: Coll
     weight = {t: idf(stats.df[t], n) for t in terms}
     order = sorted(terms, key=lambda t: (stats.df[t], t))  # rarest first
     k = settings.sparse_k
-    length = func.length(Memory.search_tsv)
-    score = sum((case((matches([t]), weight[t]), else_=0.0) for t in terms), literal(0.0, Float)) * \
-        _length_factor(length, stats.avg_len, settings)
+    scoring: dict[str, Any] = {"p_k": int(k), "p_k1": float(settings.bm25_k1), "p_b": float(settings.bm25_b),
+                               "p_avg": float(stats.avg_len)}
+    for i, t in enumerate(terms):
+        scoring.update({f"p_q{i}": _quote(t), f"p_w{i}": weight[t]})
+    score = "(" + " + ".join(f"CASE WHEN memories.search_tsv @@ %(p_q{i})s::tsquery THEN %(p_w{i})s::float8 ELSE 0 END"
+                             for i in range(len(terms))) + ") * " + \
+        _length_factor_sql("length(memories.search_tsv)", "%(p_avg)s::float8")
 
-    def held(sets: list[tuple[str, ...]]) -> Any:  # the row holds every term of one of the sets
-        text_query = " | ".join("(" + " & ".join(_quote(t) for t in c) + ")" for c in sets)
-        return Memory.search_tsv.op("@@")(literal(text_query).cast(TSQUERY))
+    def scored(condition: str, order_by: str, **params: Any) -> Scored:
+        found = sqltext.rows(session, f"SELECT memories.id, {score} AS s FROM memories WHERE {where.sql} "
+                                      f"AND ({condition}) ORDER BY {order_by} LIMIT %(p_k)s", where,
+                             **scoring, **params)
+        return [(r.id, float(r.s)) for r in found]
 
     def run(arms: list[Arm]) -> Scored:
-        conditions = [held(sets) if longest == math.inf else held(sets) & (length <= int(longest))
-                      for sets, longest in arms]
-        query = (select(Memory.id, score.label("s")).where(*where, or_(*conditions))
-                 .order_by(score.desc(), Memory.id).limit(k))
-        return [(r.id, float(r.s)) for r in session.execute(query)]
+        conditions, params = [], {}
+        for j, (sets, longest) in enumerate(arms):
+            params[f"p_h{j}"] = _held(sets)
+            held = f"memories.search_tsv @@ %(p_h{j})s::tsquery"
+            if longest != math.inf:
+                held += f" AND length(memories.search_tsv) <= %(p_l{j})s::int"
+                params[f"p_l{j}"] = int(longest)
+            conditions.append(f"({held})")
+        return scored(" OR ".join(conditions), "s DESC, memories.id", **params)
 
     def rows_of(arms: list[Arm]) -> float:  # expected rows, terms taken as independent
         return sum(n * math.prod(stats.df[t] / n for t in c) * _share_up_to(longest, stats.len_quantiles)
                    for sets, longest in arms for c in sets)
 
     def shortest(arm: Arm) -> Scored:  # the k shortest rows of an arm: BM25 favours short memories
-        query = (select(Memory.id, score.label("s")).where(*where, held(arm[0])).order_by(length).limit(k))
-        return [(r.id, float(r.s)) for r in session.execute(query)]
+        return scored("memories.search_tsv @@ %(p_h)s::tsquery", "length(memories.search_tsv)", p_h=_held(arm[0]))
 
     def merged(*lists: Scored) -> Scored:
         best: dict[uuid.UUID, float] = {}
-        for rows in lists:
-            best.update(rows)
+        for found in lists:
+            best.update(found)
         return sorted(best.items(), key=lambda r: (-r[1], r[0]))[:k]
 
     e, pooled = 1, stats.df[order[0]]
@@ -275,7 +282,7 @@ def pruned_top(session: Session, where: list[Any], terms: list[str], stats: Coll
     return found
 
 
-def top(session: Session, tenant_id: uuid.UUID, where: list[Any], terms: list[str], n_scope: int,
+def top(session: Session, tenant_id: uuid.UUID, where: Where, terms: list[str], n_scope: int,
         settings: RetrievalSettings) -> Scored:
     """The sparse candidate list: (memory id, BM25 score), best first, at most sparse_k."""
     if not terms or settings.sparse_k <= 0:

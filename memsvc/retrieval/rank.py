@@ -29,7 +29,6 @@ class Ranked:
     importance: float = 0.5
     content_hash: str | None = None
     embedding: np.ndarray | None = None
-    twins: frozenset[uuid.UUID] = frozenset()  # near-duplicates among the candidates, when known without vectors
     speaker: str | None = None  # who said it, for a conversation turn ("Caroline: ...")
     session_id: str | None = None
     lexemes: int = 0  # distinct full-text lexemes of the text (length(search_tsv))
@@ -154,12 +153,13 @@ def with_session_context(ranked: Sequence[Ranked], settings: RetrievalSettings) 
     return sorted(ranked, key=lambda c: (-c.score, str(c.id)))
 
 
-def _unit(vector: np.ndarray | None) -> np.ndarray | None:
+def _unit(vector: np.ndarray | None, dim: int) -> np.ndarray:
+    """The vector scaled to length 1; zeros (similar to nothing) for a memory without one."""
     if vector is None:
-        return None
+        return np.zeros(dim, np.float32)
     v = np.asarray(vector, dtype=np.float32)
     n = float(np.linalg.norm(v))
-    return v / n if n > 0 else None
+    return v / n if n > 0 else np.zeros(dim, np.float32)
 
 
 def mmr(
@@ -168,48 +168,42 @@ def mmr(
     """Maximal marginal relevance over `ranked` (sorted by score, best first).
 
     Returns (kept, dropped) where dropped pairs each near-duplicate with the kept memory it repeats
-    (same text, or cosine >= duplicate_threshold: from the embeddings, or from `twins` when the
-    pairs were computed in SQL). With mmr_lambda < 1, the pick order also
-    trades relevance against similarity to what is already kept; scores themselves are left unchanged.
+    (same text, or cosine >= duplicate_threshold). With mmr_lambda < 1, the pick order also trades
+    relevance against similarity to what is already kept; scores themselves are left unchanged.
     """
+    pool = list(ranked)
+    if not pool:
+        return [], []
+    dim = next((len(c.embedding) for c in pool if c.embedding is not None), 1)
+    units = np.stack([_unit(c.embedding, dim) for c in pool])
+    similar = units @ units.T
+    scale = 1.0 / pool[0].score if pool[0].score > 0 else 1.0
+    relevance = np.array([c.score * scale for c in pool])
+    waiting = list(range(len(pool)))  # indexes into pool, best first
+    kept_at: list[int] = []
     kept: list[Ranked] = []
-    kept_vecs: list[np.ndarray] = []
     dropped: list[tuple[Ranked, uuid.UUID]] = []
     hashes: dict[str, uuid.UUID] = {}
-    pool = list(ranked)
-    top = pool[0].score if pool else 1.0
-    scale = 1.0 / top if top > 0 else 1.0
-    vecs = {c.id: _unit(c.embedding) for c in pool}
-    while pool and len(kept) < limit:
-        if settings.mmr_lambda >= 1.0 or not kept_vecs:
+    while waiting and len(kept) < limit:
+        if settings.mmr_lambda >= 1.0 or not kept_at:
             index = 0
         else:
-            matrix = np.stack(kept_vecs)
-            best, index = -np.inf, 0
-            for i, c in enumerate(pool):
-                v = vecs[c.id]
-                similarity = float(np.max(matrix @ v)) if v is not None else 0.0
-                value = settings.mmr_lambda * c.score * scale - (1 - settings.mmr_lambda) * similarity
-                if value > best:
-                    best, index = value, i
-        c = pool.pop(index)
+            nearest_kept = similar[np.ix_(waiting, kept_at)].max(axis=1)
+            value = settings.mmr_lambda * relevance[waiting] - (1 - settings.mmr_lambda) * nearest_kept
+            index = int(np.argmax(value))  # the first of equals: the better ranked
+        i = waiting.pop(index)
+        c = pool[i]
         if c.content_hash and c.content_hash in hashes:
             dropped.append((c, hashes[c.content_hash]))
             continue
-        twin = next((k.id for k in kept if k.id in c.twins), None) if c.twins else None
-        if twin is not None:
-            dropped.append((c, twin))
-            continue
-        v = vecs[c.id]
-        if v is not None and kept_vecs:
-            sims = np.stack(kept_vecs) @ v
+        if kept_at:
+            sims = similar[i, kept_at]
             j = int(np.argmax(sims))
             if float(sims[j]) >= settings.duplicate_threshold:
-                dropped.append((c, [k for k in kept if vecs[k.id] is not None][j].id))
+                dropped.append((c, kept[j].id))
                 continue
         kept.append(c)
-        if v is not None:
-            kept_vecs.append(v)
+        kept_at.append(i)
         if c.content_hash:
             hashes[c.content_hash] = c.id
     return kept, dropped

@@ -1,0 +1,69 @@
+"""The retrieval hot path's statements run as SQL text, with the caller's scope and filters rendered in.
+
+Why not SQLAlchemy Core here: building a Core statement and computing its cache key costs 1 to 8 ms of
+Python per statement (measured on the neighbour lookup of 60 hits: 10.3 ms as Core, 1.8 ms as text),
+and a context request runs about ten of them. The scope and filter clauses are still built in one place
+(`MemoryScope.where`, `search.filter_clauses`) and only compiled here, once per request, so tenant
+scoping has not moved: every statement of this path takes its `Where`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from memsvc.models import Memory
+
+_QUALIFIED = re.compile(r"\bmemories\.")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Scope + filter clauses as SQL over the `memories` table, with their bind parameters.
+
+    The compiled names (tenant_id_1, kind_1_1, ...) never start with "p_": statements name their own
+    parameters p_... so the two sets cannot collide."""
+
+    sql: str
+    params: Mapping[str, Any]
+
+    def on(self, alias: str) -> str:
+        """The same clause for `memories` under another name (a self-join's second copy)."""
+        return _QUALIFIED.sub(alias + ".", self.sql)
+
+
+def where_of(session: Session, clauses: Iterable[ColumnElement[bool]]) -> Where:
+    clauses = list(clauses)
+    if not clauses:
+        return Where("true", {})
+    compiled = and_(*clauses).compile(dialect=session.get_bind().dialect,
+                                      compile_kwargs={"render_postcompile": True})
+    return Where(str(compiled), dict(compiled.params))
+
+
+def rows(session: Session, sql: str, where: Where | None = None, **params: Any) -> Sequence[Row[Any]]:
+    """Run `sql` (pyformat placeholders: %(p_name)s) on the session's connection and transaction."""
+    bound = {**where.params, **params} if where is not None else params
+    return session.connection().exec_driver_sql(sql, bound).all()
+
+
+def vector_text(vector: Sequence[float]) -> str:
+    """pgvector's text form; the statement casts it (%(p_vec)s::vector)."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+def column(attribute: str) -> str:
+    """ORM attribute name -> table column name (`metadata_` is stored as "metadata")."""
+    return Memory.__mapper__.attrs[attribute].columns[0].name  # type: ignore[union-attr,no-any-return]
+
+
+def select_list(alias: str, attributes: Sequence[str]) -> str:
+    """`alias.column AS attribute, ...` for ORM attribute names (rows come back under those names)."""
+    return ", ".join(f"{alias}.{column(a)} AS {a}" for a in attributes)
