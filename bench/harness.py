@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_ready(base: str, alive: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.time() + 180
+    while time.time() < deadline and alive():
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("server did not become ready")
+
+
 @contextmanager
-def running_server(**settings_overrides: object) -> Iterator[Server]:
+def running_server(*, process: bool = False, **settings_overrides: object) -> Iterator[Server]:
+    """A memsvc API on a free port. process=False: uvicorn on a thread of this process (quick; the bench's
+    own client then shares the server's interpreter lock). process=True: `memsvc serve` as its own
+    process, as a deployment runs it (what latency figures should be taken against)."""
     from api.app import create_app
     from memsvc import migrate, tenancy
     from memsvc.config import Settings
@@ -67,22 +83,26 @@ def running_server(**settings_overrides: object) -> Iterator[Server]:
         with session_scope(engine) as session:
             tenancy.bootstrap(session, root_key)
         port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        if process:
+            env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_STATE_DIR": tmp, "MEMSVC_LOG_LEVEL": "WARNING",
+                   **{f"MEMSVC_{k.upper()}": str(v) for k, v in settings_overrides.items()}}
+            child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host",
+                                      "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+            try:
+                _wait_ready(base, lambda: child.poll() is None)
+                yield Server(base, root_key, url)
+            finally:
+                child.terminate()
+                child.wait(timeout=20)
+                engine.dispose()
+            return
         server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError("server did not become ready")
         try:
+            _wait_ready(base)
             yield Server(base, root_key, url)
         finally:
             server.should_exit = True

@@ -196,6 +196,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every level's size (smoke runs)")
     parser.add_argument("--shared-buffers", default="4GB", help="embedded server's buffer cache ('' keeps 128MB)")
     parser.add_argument("--no-prewarm", action="store_true", help="measure with a cold buffer cache")
+    parser.add_argument("--server", choices=("process", "thread"), default="process",
+                        help="the API as its own process (`memsvc serve`, as deployed) or on a thread of this one "
+                             "(its client then shares the server's interpreter lock)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch threads (1: a short query gains nothing from more; 2 thrash on 2 shared cores)")
     args = parser.parse_args()
@@ -266,7 +269,7 @@ def main() -> None:
                     "SELECT count(*) FROM memories WHERE tenant_id = :t"), {"t": queried_id}).scalar()
             if not args.no_prewarm:
                 print(f"{level}: buffer cache prewarmed in {prewarm(url):.0f} s", flush=True)
-            with running_server() as server, server.client(key) as client:
+            with running_server(process=args.server == "process") as server, server.client(key) as client:
                 for body in [{"query": corpus.query(), "limit": 10} for _ in range(args.warmup)]:
                     client.post("/v1/search", json=body).raise_for_status()
                 search_s, search_parts = measure(
