@@ -147,9 +147,9 @@ def prepare(session: Session, query_text: str, settings: RetrievalSettings) -> P
     """One round trip: HNSW scan settings for this transaction, the planner switches a graph scan turns
     off (to put them back), and the query's lexemes (the stored tsvector's text-search configuration)."""
     row = sqltext.rows(session, """
-        SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
-               set_config('hnsw.ef_search', %(p_ef)s, true),
-               set_config('plan_cache_mode', 'force_custom_plan', true),
+        SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative,
+               set_config('hnsw.ef_search', %(p_ef)s, true) AS ef,
+               set_config('plan_cache_mode', 'force_custom_plan', true) AS plans,
                current_setting('enable_bitmapscan') AS bitmap, current_setting('enable_seqscan') AS seq,
                tsvector_to_array(to_tsvector('english', %(p_q)s)) AS terms""",
         # pgvector 0.8 iterative scan: keep walking the graph until enough rows pass the scope filters.
@@ -189,8 +189,8 @@ def _nearest(session: Session, where: Where, vector: list[float], k: int, *, gra
     """The k nearest (id, cosine distance) in the scope. With `graph`, bitmap and sequential scans are off
     for this statement (then put back), which leaves the HNSW index scan as the planner's choice."""
     if graph:
-        sqltext.rows(session, "SELECT set_config('enable_bitmapscan', 'off', true), "
-                              "set_config('enable_seqscan', 'off', true)")
+        sqltext.rows(session, "SELECT set_config('enable_bitmapscan', 'off', true) AS bitmap, "
+                              "set_config('enable_seqscan', 'off', true) AS seq")
     try:
         found = sqltext.rows(
             session, f"SELECT memories.id, memories.embedding <=> %(p_vec)s::vector AS d FROM memories "
@@ -199,8 +199,8 @@ def _nearest(session: Session, where: Where, vector: list[float], k: int, *, gra
             where, p_vec=sqltext.vector_text(vector), p_k=int(k))
     finally:
         if graph:
-            sqltext.rows(session, "SELECT set_config('enable_bitmapscan', %(p_bitmap)s, true), "
-                                  "set_config('enable_seqscan', %(p_seq)s, true)",
+            sqltext.rows(session, "SELECT set_config('enable_bitmapscan', %(p_bitmap)s, true) AS bitmap, "
+                                  "set_config('enable_seqscan', %(p_seq)s, true) AS seq",
                          p_bitmap=planner[0], p_seq=planner[1])
     return [(row.id, float(row.d)) for row in found]
 
@@ -281,7 +281,7 @@ def candidates(session: Session, scope: MemoryScope, where: Where, lists: Lists,
              sparse(id, s) AS (SELECT * FROM unnest(%(p_sparse_ids)s::uuid[], %(p_sparse_s)s::float8[])),
              ids AS (SELECT id FROM dense UNION SELECT id FROM sparse)
         SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, length(m.search_tsv) AS lexemes,
-               vector_send(m.embedding) AS vector
+               m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
         WHERE m.tenant_id = %(p_tenant)s AND {where.on("m")}""", where,
@@ -309,8 +309,9 @@ def candidates(session: Session, scope: MemoryScope, where: Where, lists: Lists,
 
 
 def _unpacked(sent: bytes | None) -> np.ndarray | None:
-    """pgvector's binary form (vector_send): int16 dimensions, int16 unused, then big-endian float32s."""
-    return None if sent is None else np.frombuffer(sent, dtype=">f4", offset=4).astype(np.float32)
+    """A halfvec's binary form: int16 dimensions, int16 unused, then big-endian float16s (half the bytes
+    of the full vector; near-duplicates at cosine 0.97 do not need more precision)."""
+    return None if sent is None else np.frombuffer(sent, dtype=">f2", offset=4).astype(np.float32)
 
 
 _QV_CACHE: OrderedDict[tuple[str, str], list[float]] = OrderedDict()

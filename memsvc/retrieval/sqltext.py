@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.rows import namedtuple_row
 from sqlalchemy import and_
-from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -48,10 +48,15 @@ def where_of(session: Session, clauses: Iterable[ColumnElement[bool]]) -> Where:
     return Where(str(compiled), dict(compiled.params))
 
 
-def rows(session: Session, sql: str, where: Where | None = None, **params: Any) -> Sequence[Row[Any]]:
-    """Run `sql` (pyformat placeholders: %(p_name)s) on the session's connection and transaction."""
+def rows(session: Session, sql: str, where: Where | None = None, **params: Any) -> list[Any]:
+    """Run `sql` (pyformat placeholders: %(p_name)s) on the session's connection and transaction; rows
+    as named tuples, read in the binary protocol (no text parsing of ids, times and vectors; a vector
+    column arrives as the bytes of its `*_send` form). Every result column needs a distinct name."""
     bound = {**where.params, **params} if where is not None else params
-    return session.connection().exec_driver_sql(sql, bound).all()
+    connection = session.connection().connection.driver_connection
+    with connection.cursor(binary=True, row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
+        cursor.execute(sql, bound)
+        return cursor.fetchall()
 
 
 def vector_text(vector: Sequence[float]) -> str:
