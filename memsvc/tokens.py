@@ -147,14 +147,33 @@ class ByteCounter:
         return text.encode("utf-8")[:max_tokens].decode("utf-8", errors="ignore")
 
 
-class TiktokenCounter:
+class _MemoizedCount:
+    """Remembers the counts of short texts. A context is built from lines (one memory each) whose counts
+    never change, and related questions bring back the same memories; counting is ~25 us a line, about
+    half of what packing a context costs. Long texts (whole contexts) are unique: counted, not kept."""
+
+    _MAX_CHARS = 2_000
+    _ENTRIES = 32_768
+
+    def __init__(self) -> None:
+        self._memo = functools.lru_cache(maxsize=self._ENTRIES)(self._count)
+
+    def _count(self, text: str) -> int:
+        raise NotImplementedError
+
+    def count(self, text: str) -> int:
+        return self._memo(text) if len(text) <= self._MAX_CHARS else self._count(text)
+
+
+class TiktokenCounter(_MemoizedCount):
     exact = True
 
     def __init__(self, encoding: Any) -> None:
+        super().__init__()
         self._enc = encoding
         self.name: str = encoding.name
 
-    def count(self, text: str) -> int:
+    def _count(self, text: str) -> int:
         return len(self._enc.encode_ordinary(text))
 
     def encode(self, text: str) -> list[int]:
@@ -174,16 +193,17 @@ class TiktokenCounter:
         return _truncate(text, max_tokens, self.count, len(head), splittable=True)
 
 
-class HFCounter:
+class HFCounter(_MemoizedCount):
     exact = True
 
     def __init__(self, name: str, tokenizer: Any, *, byte_level_regex: bool = False) -> None:
+        super().__init__()
         self.name = name
         self._tok = tokenizer
         # Only for pipelines we built ourselves is the word/space split point known to be safe.
         self._splittable = byte_level_regex
 
-    def count(self, text: str) -> int:
+    def _count(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
     def encode(self, text: str) -> list[int]:

@@ -66,6 +66,10 @@ class Piece:
     def section(self) -> str:
         return SECTION_OF_KIND.get(self.kind, "episodes")
 
+    @functools.cached_property
+    def day(self) -> str:  # asked for several times per line while packing
+        return _day(self.occurred_at)
+
 
 @dataclass
 class Chosen:
@@ -89,9 +93,10 @@ def _day(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def _human_day(when: datetime) -> str:
-    """'8 May 2023': how people (and answers) write dates; the header and fact prefix use it."""
-    d = when.astimezone(UTC)
+@functools.lru_cache(maxsize=4096)
+def _human_day(day: str) -> str:
+    """'2023-05-08' -> '8 May 2023': how people (and answers) write dates; the header and fact prefix use it."""
+    d = datetime.strptime(day, "%Y-%m-%d")
     return f"{d.day} {d:%B %Y}"
 
 
@@ -118,9 +123,9 @@ def _own_date_prefix(text: str, day: str) -> int:
 def item_line(piece: Piece, fidelity: str, fmt: str = "markdown", strip_own_date: bool = True) -> str:
     text = " ".join(piece.texts[fidelity].split())  # one memory, one line
     if strip_own_date and piece.section == "episodes":
-        text = text[_own_date_prefix(text, _day(piece.occurred_at)):] or text
+        text = text[_own_date_prefix(text, piece.day):] or text
     if piece.section == "facts":
-        text = f"[{_human_day(piece.occurred_at)}] {text}"
+        text = f"[{_human_day(piece.day)}] {text}"
     return f"- {text}"
 
 
@@ -137,9 +142,9 @@ def render(chosen: Sequence[Chosen], fmt: str = "markdown", strip_own_date: bool
             members.sort(key=lambda c: (c.piece.occurred_at, str(c.piece.id)))
             day = None
             for c in members:
-                if _day(c.piece.occurred_at) != day:
-                    day = _day(c.piece.occurred_at)
-                    human = _human_day(c.piece.occurred_at)
+                if c.piece.day != day:
+                    day = c.piece.day
+                    human = _human_day(day)
                     lines.append(f"### {human}" if fmt == "markdown" else f"{human}:")
                 lines.append(item_line(c.piece, c.fidelity, fmt, strip_own_date))
         else:
@@ -165,7 +170,7 @@ def options(piece: Piece, counter: TokenCounter, settings: RetrievalSettings, fm
 def _overhead(pieces: Sequence[Piece], counter: TokenCounter, fmt: str) -> int:
     """Tokens for section titles and (a share of) date headers, reserved before packing."""
     sections = {p.section for p in pieces}
-    days = sorted({_day(p.occurred_at) for p in pieces if p.section == "episodes"})
+    days = sorted({p.day for p in pieces if p.section == "episodes"})
     title = sum(counter.count(_TITLES[fmt][s] + "\n") for s in sections)
     header = counter.count("### 28 September 2000\n") if days else 0
     return title + header * min(len(days), 4)  # the fill pass reclaims what is not needed
@@ -251,14 +256,14 @@ def _trimmed(chosen: list[Chosen], budget: int, counter: TokenCounter, settings:
 
 
 def _heading_of(piece: Piece) -> str:
-    return _day(piece.occurred_at) if piece.section == "episodes" else ""
+    return piece.day if piece.section == "episodes" else ""
 
 
 def _new_headings(piece: Piece, shown: set[str], fmt: str) -> list[str]:
     """The lines rendering `piece` adds beyond its own: its section's title, its day's header."""
     lines = [] if piece.section in shown else [_TITLES[fmt][piece.section]]
     if piece.section == "episodes" and _heading_of(piece) not in shown:
-        human = _human_day(piece.occurred_at)
+        human = _human_day(piece.day)
         lines.append(f"### {human}" if fmt == "markdown" else f"{human}:")
     return lines
 
