@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
 from memsvc.llm.builtin import BUILTIN, BuiltinLLM, builtin_summary
-from memsvc.models import Memory, MemoryLink
+from memsvc.models import Memory
 from memsvc.retrieval import adjacency, packing, sqltext
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
 from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
@@ -301,8 +300,9 @@ def rank_weight(rank: int, settings: RetrievalSettings) -> float:
     return ((1.0 + c) / (rank + c)) ** settings.rank_value_power
 
 
-def piece_of(memory: Memory, score: float, reason: str, settings: RetrievalSettings,
+def piece_of(memory: Memory | Any, score: float, reason: str, settings: RetrievalSettings,
              weight: float | None = None) -> Piece:
+    """A Memory, or a row of its ROW_COLUMNS (what the retrieval statements return), as the packer sees it."""
     offered = _OFFERED.get(memory.tier, FIDELITIES)
     # A built-in summary of a verbatim memory (stored at write time) is one of the built-in fidelities:
     # offered on the same terms as one derived here for a memory written before summaries were stored.
@@ -352,7 +352,7 @@ def build_context(
         kinds = tuple(k for k in kinds if k in q.filters.kinds)
     scores: dict[uuid.UUID, tuple[float, str]] = {}  # id -> (packing weight, reason)
     shown: dict[uuid.UUID, float] = {}  # id -> retrieval score, as /v1/search would show it
-    rows: dict[uuid.UUID, Memory] = {}
+    rows: dict[uuid.UUID, Any] = {}
     timings: dict[str, float] = {}
     if kinds:
         limit = q.max_candidates or settings.context_candidates
@@ -389,22 +389,24 @@ def _with_kinds(filters: SearchFilters, kinds: tuple[str, ...]) -> SearchFilters
 
 
 def _add_profile(session: Session, scope: MemoryScope, filters: SearchFilters,
-                 scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Memory],
+                 scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Any],
                  settings: RetrievalSettings, now: datetime) -> None:
     if settings.profile_limit <= 0:
         return
-    query = (scope.select(Memory).where(*filter_clauses(_with_kinds(filters, ("profile",)), now))
-             .order_by(Memory.importance.desc(), Memory.recorded_at.desc()).limit(settings.profile_limit))
+    where = sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, ("profile",)), now)])
+    found = sqltext.rows(session, f"SELECT {sqltext.select_list('memories', ROW_COLUMNS)} FROM memories "
+                                  f"WHERE {where.sql} ORDER BY memories.importance DESC, memories.recorded_at DESC "
+                                  "LIMIT %(p_limit)s", where, p_limit=int(settings.profile_limit))
     top = max((s for s, _ in scores.values()), default=1.0) or 1.0  # the best hit's weight
-    for memory in session.scalars(query):
+    for memory in found:
         rows[memory.id] = memory
         value = settings.profile_boost * top * (0.5 + 0.5 * memory.importance)
         old = scores.get(memory.id)
         scores[memory.id] = (max(value, old[0] if old else 0.0), "profile / core memory")
 
 
-def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters, hits: list[Memory],
-                    scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Memory],
+def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters, hits: list[Any],
+                    scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Any],
                     settings: RetrievalSettings, now: datetime) -> None:
     """Episodes just before / after a hit in the same session: the question's answer is often the reply."""
     hits = [h for h in hits if h.kind == "episodic" and h.session_id is not None]
@@ -421,7 +423,7 @@ def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters
 
 
 def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, kinds: tuple[str, ...],
-                hits: Sequence[Any], scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Memory],
+                hits: Sequence[Any], scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Any],
                 settings: RetrievalSettings, now: datetime) -> None:
     """Facts derived from a hit, and the source episodes of a hit fact (derived_from lineage)."""
     ids = [h.id for h in hits]
@@ -429,10 +431,10 @@ def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, ki
         return
     # Two index lookups (primary key by src, ix_memory_links_dst by dst) rather than one OR that the
     # planner may answer by reading every link of the tenant.
-    pair = (MemoryLink.src_id, MemoryLink.dst_id)
-    same = (MemoryLink.tenant_id == scope.tenant_id, MemoryLink.relation == "derived_from")
-    links = session.execute(union_all(select(*pair).where(*same, MemoryLink.src_id.in_(ids)),
-                                      select(*pair).where(*same, MemoryLink.dst_id.in_(ids)))).all()
+    same = "tenant_id = %(p_tenant)s AND relation = 'derived_from'"
+    links = sqltext.rows(session, f"SELECT src_id, dst_id FROM memory_links WHERE {same} AND src_id = ANY(%(p_ids)s) "
+                                  f"UNION ALL SELECT src_id, dst_id FROM memory_links WHERE {same} "
+                                  "AND dst_id = ANY(%(p_ids)s)", p_tenant=scope.tenant_id, p_ids=ids)
     if not links:
         return
     related: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
@@ -451,9 +453,10 @@ def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, ki
                 del scores[src]
     missing = [i for i in related if i not in rows]
     if missing:
-        query = scope.select(Memory).where(Memory.id.in_(missing), Memory.kind.in_(kinds),
-                                           *filter_clauses(filters, now))
-        for memory in session.scalars(query):
+        where = sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, kinds), now)])
+        for memory in sqltext.rows(session, f"SELECT {sqltext.select_list('memories', ROW_COLUMNS)} FROM memories "
+                                            f"WHERE {where.sql} AND memories.id = ANY(%(p_ids)s)", where,
+                                   p_ids=missing):
             rows[memory.id] = memory
     for other, (value, via) in related.items():
         if other in rows:
