@@ -177,6 +177,9 @@ def mmr(
     dim = next((len(c.embedding) for c in pool if c.embedding is not None), 1)
     units = np.stack([_unit(c.embedding, dim) for c in pool])
     similar = units @ units.T
+    # Which candidates have a near-duplicate ranked above them at all: only those need a look at what
+    # was kept (most have none, and a per-candidate lookup is what costs).
+    twinned = np.triu(similar >= settings.duplicate_threshold, 1).any(axis=0)
     scale = 1.0 / pool[0].score if pool[0].score > 0 else 1.0
     relevance = np.array([c.score * scale for c in pool])
     waiting = list(range(len(pool)))  # indexes into pool, best first
@@ -184,10 +187,10 @@ def mmr(
     kept: list[Ranked] = []
     dropped: list[tuple[Ranked, uuid.UUID]] = []
     hashes: dict[str, uuid.UUID] = {}
+    diverse = settings.mmr_lambda < 1.0
     while waiting and len(kept) < limit:
-        if settings.mmr_lambda >= 1.0 or not kept_at:
-            index = 0
-        else:
+        index = 0
+        if diverse and kept_at:
             nearest_kept = similar[np.ix_(waiting, kept_at)].max(axis=1)
             value = settings.mmr_lambda * relevance[waiting] - (1 - settings.mmr_lambda) * nearest_kept
             index = int(np.argmax(value))  # the first of equals: the better ranked
@@ -196,7 +199,7 @@ def mmr(
         if c.content_hash and c.content_hash in hashes:
             dropped.append((c, hashes[c.content_hash]))
             continue
-        if kept_at:
+        if kept_at and (diverse or twinned[i]):
             sims = similar[i, kept_at]
             j = int(np.argmax(sims))
             if float(sims[j]) >= settings.duplicate_threshold:

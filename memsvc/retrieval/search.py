@@ -230,7 +230,8 @@ def _spread_to_neighbours(session: Session, scope: MemoryScope, where: Where,
     pairs = set()
     for hit, _, row in adjacency.neighbours(session, scope, where, list(scores), ("id",)):
         pairs.update({(row.id, hit), (hit, row.id)})
-    spread = adjacency.spread_to_neighbours(scores, sorted(pairs), settings.sparse_neighbour_weight)
+    ordered = sorted(pairs, key=lambda pair: (pair[0].int, pair[1].int))  # a fixed order of float sums
+    spread = adjacency.spread_to_neighbours(scores, ordered, settings.sparse_neighbour_weight)
     return sorted(spread.items(), key=lambda kv: (-kv[1], str(kv[0])))[: settings.sparse_k]
 
 
