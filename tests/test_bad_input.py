@@ -159,3 +159,31 @@ def test_secrets_are_stored_hashed(client, make_tenant, engine):
     with session_scope(engine) as session:
         stored = list(session.scalars(select(ApiKey.key_hash)))
     assert secret not in stored and all(len(h) == 64 for h in stored)
+
+
+def test_a_body_announced_over_the_limit_is_413_before_it_is_read() -> None:
+    import asyncio
+
+    from api.app import BodyLimit
+
+    reached: list[str] = []
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        reached.append(scope["path"])
+
+    async def call(length: bytes) -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            raise AssertionError("the body must not be read")
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/v1/memories", "headers": [(b"content-length", length)]}
+        await BodyLimit(app, max_body=100)(scope, receive, send)
+        return sent
+
+    sent = asyncio.run(call(b"101"))
+    assert sent[0]["status"] == 413 and b"over 100 bytes" in sent[1]["body"] and reached == []
+    assert asyncio.run(call(b"100")) == [] and reached == ["/v1/memories"]

@@ -66,6 +66,10 @@ def test_key_restricted_to_user_ids_sees_only_those(client, make_tenant):
     assert [m["content"] for m in listed] == ["alice likes hiking"]
     hits = client.post("/v1/search", headers=auth(restricted), json={"query": "hiking"}).json()["hits"]
     assert {h["memory"]["user_id"] for h in hits} == {"alice"}
+    context = client.post("/v1/context", headers=auth(restricted),
+                          json={"query": "who likes hiking?", "budget_tokens": 500, "model": "gpt-4o"}).json()
+    assert "alice likes hiking" in context["context"] and "bob" not in context["context"]
+    assert "nobody" not in context["context"]
     bob_id = next(m["id"] for m in client.get("/v1/memories", headers=auth(admin), params={"user_id": "bob"})
                   .json()["items"])
     assert client.get(f"/v1/memories/{bob_id}", headers=auth(restricted)).status_code == 404

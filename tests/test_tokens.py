@@ -315,3 +315,13 @@ def test_loading_needs_no_network(tmp_path: Path) -> None:
     assert result["counts"] == {m: 2 for m in EXACT}
     assert result["guard_caught_download"] is True
     assert list(empty_cache.iterdir()) == []  # nothing was written into the cache either
+
+
+def test_remembered_counts_are_the_counts() -> None:
+    counter = get_counter("gpt-4o")
+    lines = [f"- [{i} May 2023] Caroline: I went to the LGBTQ support group yesterday ({i})." for i in range(50)]
+    first = [counter.count(line) for line in lines]
+    assert [counter.count(line) for line in lines] == first  # from memory the second time
+    assert first == [len(counter.encode(line)) for line in lines]
+    long_text = "word " * 3000  # over the remembered length: counted every time, still exactly
+    assert counter.count(long_text) == len(counter.encode(long_text))
