@@ -255,22 +255,9 @@ def test_near_stopwords_leave_the_full_text_pool() -> None:
     assert prune_common(["2023", "say"], freqs, 0.2) == ["say"]  # the rarest stays
 
 
-def test_graph_walk_only_where_it_is_cheaper_than_the_exact_scan() -> None:
-    from memsvc.retrieval.search import graph_is_cheaper
-
-    s = RetrievalSettings()  # k = ef = 100 in a context
-    context = s.with_(dense_k=100)
-    assert not graph_is_cheaper(10_000, 110_000, context)  # measured: walk 37 ms, exact 20 ms
-    assert graph_is_cheaper(100_000, 110_000, context)  # walk 8 ms
-    assert graph_is_cheaper(100_000, 1_000_000, context)  # exact ~300 ms
-    assert not graph_is_cheaper(10_000, 1_000_000, context)  # a 1% scope: the walk would skip nearly all
-    assert not graph_is_cheaper(5_000, 5_000, s)  # small scopes scan exactly
-    assert graph_is_cheaper(50_000, 0, s)  # table statistics not gathered yet: the scope is all there is
-
-
 def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: ignore[no-untyped-def]
     ids = _seed(client, key)
-    client.app.state.retrieval_settings = RetrievalSettings(graph_scan_min_rows=0, graph_scan_cost_factor=0.0)
+    client.app.state.retrieval_settings = RetrievalSettings(graph_scan_min_rows=0, graph_scan_min_share=0.0)
     try:
         forced = _search(client, key, query="Which dog did Bob adopt?", mode="dense")
     finally:

@@ -28,10 +28,9 @@ class RetrievalSettings:
     sparse_k: int = 60  # best full-text matches taken
     hnsw_ef_search: int = 100
     # Walk the HNSW graph (rather than let the planner compare every vector in scope) once the scope has
-    # this many memories and the walk is the cheaper of the two (search._prefer_graph): it passes about
-    # ef / share nodes, each compared with up to 2 x m = 32 neighbours; the exact scan compares n_scope.
+    # this many memories and is at least this share of the table (see search._prefer_graph).
     graph_scan_min_rows: int = 10_000
-    graph_scan_cost_factor: float = 32.0
+    graph_scan_min_share: float = 0.02
     # A scope the planner estimates at this many memories or more is not counted (its size only picks
     # plans, and BM25's N before the tenant's full-text statistics exist): counting 100k rows is ~90 ms.
     scope_estimate_min_rows: int = 50_000
