@@ -358,10 +358,10 @@ def search(
     """Ranked, de-duplicated memories for a query: candidates -> fusion -> MMR -> the first `limit`."""
     now = now or datetime.now(UTC)
     t0 = time.perf_counter()
+    clauses = [*scope.where(), *filter_clauses(filters, now)]  # raises on bad filters before any work starts
     embedding: Future[tuple[list[float], float]] | None = (
         _EMBEDDING.submit(_timed_query_vector, embedder, query_text) if mode != "sparse" else None)
     pool_settings = settings.with_(dense_k=max(settings.dense_k, limit), sparse_k=max(settings.sparse_k, limit))
-    clauses = [*scope.where(), *filter_clauses(filters, now)]
     where = sqltext.where_of(session, clauses)
     prepared = prepare(session, query_text, pool_settings)
     sparse, own_bm25 = (None, {}) if mode == "dense" else sparse_list(
