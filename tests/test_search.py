@@ -255,6 +255,21 @@ def test_near_stopwords_leave_the_full_text_pool() -> None:
     assert prune_common(["2023", "say"], freqs, 0.2) == ["say"]  # the rarest stays
 
 
+def test_pseudo_relevance_feedback_searches_again_from_the_first_hits(client, key) -> None:  # type: ignore[no-untyped-def]
+    ids = _seed(client, key)
+    plain = _search(client, key, query="Which dog did Bob adopt?")
+    client.app.state.retrieval_settings = RetrievalSettings(prf_docs=2, prf_weight=0.5)
+    try:
+        moved = _search(client, key, query="Which dog did Bob adopt?")
+    finally:
+        client.app.state.retrieval_settings = None
+    assert moved["hits"][0]["memory"]["id"] == ids[FACTS[1][0]]
+    # The second pass moved the query vector: the dense similarities are not the first pass's.
+    first = {h["memory"]["id"]: h["dense_similarity"] for h in plain["hits"]}
+    assert all(h["dense_similarity"] != pytest.approx(first[h["memory"]["id"]], abs=1e-6)
+               for h in moved["hits"] if h["memory"]["id"] in first)
+
+
 def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: ignore[no-untyped-def]
     ids = _seed(client, key)
     client.app.state.retrieval_settings = RetrievalSettings(graph_scan_min_rows=0, graph_scan_min_share=0.0)

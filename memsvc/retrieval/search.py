@@ -1,12 +1,13 @@
-"""Hybrid candidates in one SQL statement: pgvector HNSW (cosine) + BM25 over Postgres full text.
+"""Hybrid candidates: pgvector HNSW (cosine) + BM25 over Postgres full text, their rows in one statement.
 
 Every query starts from the caller's `MemoryScope`; filters (kind, tags, time range, validity "as of"
 a time, archived tier) are applied inside both candidate lists, so the HNSW scan and the full-text
 pool only ever see rows the caller may read. Fusion, MMR and the score breakdown live in `rank`.
 
 The full-text list (BM25) comes from `fulltext`: exact for small scopes, from per-tenant statistics and
-pruned to the rows that can reach the top k for large ones. Both lists reach the main statement as
-arrays of (id, score), which fetches the candidate rows once.
+pruned to the rows that can reach the top k for large ones. The query is embedded on another thread
+meanwhile; then the nearest vectors are found. Both lists reach the main statement as arrays of (id,
+score), which fetches the candidate rows once. The statements are SQL text (`sqltext`).
 """
 
 from __future__ import annotations
@@ -380,9 +381,7 @@ def search(
     if mode == "hybrid" and settings.prf_docs > 0 and vector is not None and ordered:
         # Pseudo-relevance feedback (Rocchio): move the query vector toward the best first-pass hits and
         # search again; finds turns that answer the question without sharing its words.
-        top = [c.id for c in ordered[: settings.prf_docs]]
-        vecs = [np.asarray(v, dtype=np.float32) for v in session.scalars(
-            scope.select(Memory.embedding).where(Memory.id.in_(top), Memory.embedding.is_not(None)))]
+        vecs = [c.embedding for c in ordered[: settings.prf_docs] if c.embedding is not None]
         if vecs:
             moved = np.asarray(vector, dtype=np.float32) + settings.prf_weight * np.mean(vecs, axis=0)
             ranked, rows = ranked_for((moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist())
