@@ -1,6 +1,7 @@
 """Latency of POST /v1/context (budget 1024) and POST /v1/search at 10k, 100k and 1M memories.
 
 Usage: python bench/latency.py [--levels 10k,100k,1m] [--queries 200] [--state-dir DIR] [--json OUT]
+                               [--server process|thread]
 
 Starts an embedded PostgreSQL + pgvector and a real HTTP server (uvicorn) itself. Levels, in one
 database that grows:
@@ -14,7 +15,8 @@ generated texts plus noise, written with COPY (binary) and indexed afterwards (H
 migrations define them), then the queried tenant's full-text statistics are counted (as the periodic
 maintenance job does; a state built before they existed gets them on its next run). Queries go through
 the API as a client would send them, each one new, so every timing includes embedding the query. Timings
-are wall-clock at the client, over HTTP on this machine.
+are wall-clock at the client, over HTTP on this machine, against `memsvc serve` in its own process
+(--server thread puts it on a thread of this one, where the client shares its interpreter lock).
 """
 
 from __future__ import annotations
