@@ -388,12 +388,18 @@ def _with_kinds(filters: SearchFilters, kinds: tuple[str, ...]) -> SearchFilters
     return replace(filters, kinds=kinds)
 
 
+def _where(session: Session, scope: MemoryScope, filters: SearchFilters, kinds: tuple[str, ...],
+           now: datetime) -> sqltext.Where:
+    """The caller's scope and filters, narrowed to `kinds`, as SQL text."""
+    return sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, kinds), now)])
+
+
 def _add_profile(session: Session, scope: MemoryScope, filters: SearchFilters,
                  scores: dict[uuid.UUID, tuple[float, str]], rows: dict[uuid.UUID, Any],
                  settings: RetrievalSettings, now: datetime) -> None:
     if settings.profile_limit <= 0:
         return
-    where = sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, ("profile",)), now)])
+    where = _where(session, scope, filters, ("profile",), now)
     found = sqltext.rows(session, f"SELECT {sqltext.select_list('memories', ROW_COLUMNS)} FROM memories "
                                   f"WHERE {where.sql} ORDER BY memories.importance DESC, memories.recorded_at DESC "
                                   "LIMIT %(p_limit)s", where, p_limit=int(settings.profile_limit))
@@ -412,7 +418,7 @@ def _add_neighbours(session: Session, scope: MemoryScope, filters: SearchFilters
     hits = [h for h in hits if h.kind == "episodic" and h.session_id is not None]
     if not hits:
         return
-    where = sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, ("episodic",)), now)])
+    where = _where(session, scope, filters, ("episodic",), now)
     found = adjacency.neighbours(session, scope, where, [h.id for h in hits], ROW_COLUMNS,
                                  max(1, settings.neighbour_window))
     for hit_id, _, row in found:
@@ -453,7 +459,7 @@ def _add_linked(session: Session, scope: MemoryScope, filters: SearchFilters, ki
                 del scores[src]
     missing = [i for i in related if i not in rows]
     if missing:
-        where = sqltext.where_of(session, [*scope.where(), *filter_clauses(_with_kinds(filters, kinds), now)])
+        where = _where(session, scope, filters, kinds, now)
         for memory in sqltext.rows(session, f"SELECT {sqltext.select_list('memories', ROW_COLUMNS)} FROM memories "
                                             f"WHERE {where.sql} AND memories.id = ANY(%(p_ids)s)", where,
                                    p_ids=missing):
