@@ -267,10 +267,11 @@ def dense_list(session: Session, scope: MemoryScope, clauses: list[Any], where: 
     return found
 
 
-def candidates(session: Session, scope: MemoryScope, where: Where, lists: Lists, settings: RetrievalSettings,
+def candidates(session: Session, where: Where, lists: Lists, settings: RetrievalSettings,
                now: datetime) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
-    """The candidate rows of both lists in one statement, each with its dense and sparse score and its
-    vector (for near-duplicates and MMR, compared in numpy: pairwise in SQL cost ~10 ms for 200).
+    """The candidate rows of both lists in one statement (inside `where`, which carries the caller's
+    scope), each with its dense and sparse score and its vector (for near-duplicates and MMR, compared
+    in numpy: pairwise in SQL cost ~10 ms for 200).
 
     Plain rows, not ORM objects: the context builder needs only these columns, and building ~100
     entities per request costs more than the SQL; /v1/search loads full rows for the hits it returns.
@@ -286,9 +287,9 @@ def candidates(session: Session, scope: MemoryScope, where: Where, lists: Lists,
                m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
-        WHERE m.tenant_id = %(p_tenant)s AND {where.on("m")}""", where,
+        WHERE {where.on("m")}""", where,
         p_dense_ids=[i for i, _ in dense], p_dense_d=[float(v) for _, v in dense],
-        p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse], p_tenant=scope.tenant_id)
+        p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse])
     ranked: list[Ranked] = []
     memories: dict[uuid.UUID, Any] = {}
     for row in found:
@@ -373,7 +374,7 @@ def search(
 
     def ranked_for(vector: list[float] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
         dense = dense_list(session, scope, clauses, where, vector, filters, pool_settings, prepared.planner)
-        return candidates(session, scope, where, Lists(dense, sparse, own_bm25), pool_settings, now)
+        return candidates(session, where, Lists(dense, sparse, own_bm25), pool_settings, now)
 
     ranked, rows = ranked_for(vector)
     named = named_in(query_text)
