@@ -276,3 +276,18 @@ def test_a_chat_turn_summary_keeps_its_statements_and_drops_the_packaging() -> N
     # A turn that is only packaging keeps its one line rather than becoming nothing or the bare speaker.
     only = llm.summarize("Melanie: Wow, that's so cool, Caroline! Thanks so much for telling me!")
     assert only.startswith("Melanie: ") and len(only) > len("Melanie: ")
+
+
+def test_a_turn_summary_keeps_its_speaker_and_a_statement() -> None:
+    # The summarizer could not shorten these by dropping sentences; cutting the whole text by clauses
+    # used to leave only "[8 May 2023] Caroline." (the prefix was taken for the first clause).
+    from memsvc.llm.builtin import builtin_summary
+
+    for text, kept in (
+        ("[8 May 2023] Caroline: I'm keen on counseling or working in mental health - I'd love to support "
+         "those with similar issues.", "[8 May 2023] Caroline: I'm keen on counseling"),
+        ("[6 September 2023] Audrey: Keep going, you'll find a great place to live for your pet soon!",
+         "[6 September 2023] Audrey: Keep going"),
+    ):
+        summary = builtin_summary(text)
+        assert summary is not None and summary.startswith(kept) and len(summary) < len(text)

@@ -28,6 +28,7 @@ from memsvc.llm.gateway import (
     normalize_key,
 )
 from memsvc.llm.summary import looks_like_turn, summarize_turn
+from memsvc.turns import TURN_PREFIX
 
 SUMMARY_RATIO = 0.4
 GIST_MIN_WORDS = 12
@@ -484,8 +485,12 @@ class BuiltinLLM(UsageMeter):
             turn = summarize_turn(text)
             if len(turn) < len(text):
                 return turn
-        sentences = split_sentences(text)
-        budget = int(len(text) * SUMMARY_RATIO)
+        # A leading "[date] Speaker: " is kept whole, as summarize_turn keeps it: cut as a clause of the
+        # text, it left "[8 May 2023] Caroline." for "[8 May 2023] Caroline: I'm keen on counseling ...".
+        prefix = TURN_PREFIX.match(text).group(0)  # type: ignore[union-attr]  # matches "" at least
+        body = text[len(prefix):]
+        sentences = split_sentences(body)
+        budget = int(len(body) * SUMMARY_RATIO)
         chosen: list[int] = []
         total = 0
         for i in _ranked(sentences):
@@ -493,10 +498,10 @@ class BuiltinLLM(UsageMeter):
                 chosen.append(i)
                 total += len(sentences[i]) + 1
         summary = " ".join(sentences[i] for i in sorted(chosen))
-        if len(summary) > max(budget, int(len(text) * 0.6)):
+        if len(summary) > max(budget, int(len(body) * 0.6)):
             # One sentence carries the text (or the best one is huge): shorten it instead.
             summary = _compress(summary, max(budget, 40))
-        return summary if len(summary) < len(text) else _compress(text, budget)
+        return prefix + (summary if len(summary) < len(body) else _compress(body, budget))
 
     def gist(self, text: str) -> str:
         self._count()
