@@ -18,6 +18,7 @@ from memsvc import __version__
 from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
 from memsvc.embeddings import Embedder, get_embedder
+from memsvc.lifecycle.usage import UsageRecorder
 
 ROUTERS = [health.router, memories.router, search.router, admin.router, context.router, jobs.router, lifecycle.router,
            dashboard.router, chat.router]
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         # Load the model in the background so the first write does not pay for it.
         threading.Thread(target=_warm_up, args=(embedder,), daemon=True, name="embedder-warmup").start()
         yield
+        app.state.usage.stop()  # what contexts used and is not written yet
 
     app = FastAPI(
         title="memsvc", version=__version__, lifespan=lifespan,
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.sessions = session_factory(engine or get_engine(settings.database_url))
     app.state.embedder = embedder
     app.state.embedder_loaded = embedder_loaded
+    app.state.usage = UsageRecorder(app.state.sessions, settings.reinforce_flush_seconds)
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_batch_items: int = 1_000
     max_page_size: int = 200
 
+    # Memories a context used are reinforced in batches, this often (memsvc.lifecycle.usage).
+    reinforce_flush_seconds: float = Field(default=1.0, gt=0)
+
     # Secret for signing pagination cursors; derived from the database identity when unset.
     cursor_secret: str | None = None
 

@@ -13,6 +13,7 @@ from memsvc.retrieval.context import Piece, assemble, render
 from memsvc.retrieval.settings import RetrievalSettings
 from memsvc.tokens import get_counter
 from tests.conftest import auth
+from tests.lifecycle_helpers import wait_for
 
 MODELS = ["cl100k_base", "o200k_base", "gpt-4o", "smollm2", "some-unknown-model"]
 T0 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
@@ -128,8 +129,9 @@ def test_small_budget_leaves_out_with_reasons_and_reinforces_what_was_used(clien
     assert body["items"] and body["left_out"]
     assert all("budget" in x["reason"] for x in body["left_out"])
     used = body["items"][0]["id"]
-    got = client.get(f"/v1/memories/{used}", headers=auth(key)).json()
-    assert got["access_count"] == 1  # reinforced after the response (background task)
+    # Reinforced after the response, in the next batch of uses (memsvc.lifecycle.usage; 1 s apart).
+    wait_for(lambda: client.get(f"/v1/memories/{used}", headers=auth(key)).json()["access_count"] == 1, 10,
+             "the used memory's reinforcement")
     untouched = next(v for k, v in ids.items() if "museum" in k and v not in {i["id"] for i in body["items"]})
     assert client.get(f"/v1/memories/{untouched}", headers=auth(key)).json()["access_count"] == 0
 

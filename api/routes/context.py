@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import uuid
-
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, Depends, Request
 
 from api.deps import get_store, requires
 from memsvc.retrieval.context import SECTIONS, ContextQuery, build_context
@@ -18,28 +15,11 @@ from memsvc.retrieval.schemas import (
     to_search_filters,
 )
 from memsvc.retrieval.settings import DEFAULT_SETTINGS
-from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
 from memsvc.tokens import counter_for_request
 
 router = APIRouter(prefix="/v1", tags=["context"])
-log = logging.getLogger("memsvc.context")
-
-
-def _reinforce(sessions, scope: MemoryScope, ids: list[uuid.UUID]) -> None:  # type: ignore[no-untyped-def]
-    """Runs after the response is sent: using a memory in a context reinforces it (DESIGN section 4)."""
-    from memsvc.lifecycle.feedback import reinforce_used
-
-    session = sessions()
-    try:
-        reinforce_used(session, scope, ids)
-        session.commit()
-    except Exception:  # a lost reinforcement must never surface as a failed request
-        session.rollback()
-        log.exception("reinforcing %d used memories failed", len(ids))
-    finally:
-        session.close()
 
 
 @router.post("/context", response_model=ContextResult, description=(
@@ -49,7 +29,7 @@ def _reinforce(sessions, scope: MemoryScope, ids: list[uuid.UUID]) -> None:  # t
     "exact count of `context`; `items` says what went in and why, `left_out` what did not and why."
 ))
 def context(
-    request: ContextRequest, http: Request, background: BackgroundTasks,
+    request: ContextRequest, http: Request,
     _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
 ) -> ContextResult:
     counter = counter_for_request(request.model)
@@ -60,9 +40,8 @@ def context(
     )
     settings = getattr(http.app.state, "retrieval_settings", None) or DEFAULT_SETTINGS
     built = build_context(store.session, store.scope, store.embedder, query, settings)
-    used = [c.piece.id for c in built.chosen]
-    if used:
-        background.add_task(_reinforce, http.app.state.sessions, store.scope, used)
+    # Using a memory in a context reinforces it: recorded here, written in the next batch (off this request).
+    http.app.state.usage.record(store.scope, [c.piece.id for c in built.chosen])
     return ContextResult(
         context=built.context, token_count=built.token_count, budget_tokens=request.budget_tokens,
         model=request.model, tokenizer=counter.name, exact=counter.exact,

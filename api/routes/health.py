@@ -25,8 +25,12 @@ def readyz(request: Request) -> JSONResponse:
     except Exception as exc:  # readiness must answer, whatever is broken
         checks["database"] = f"unavailable: {type(exc).__name__}"
     checks["embedder"] = "loaded" if request.app.state.embedder_loaded() else "loading"
+    usage = request.app.state.usage.stats()  # reinforcement of what contexts used, written in batches
+    checks["reinforcement"] = "ok" if usage.last_error is None else f"failing: {usage.last_error}"
+    body_usage = {"pending": usage.pending, "reinforced": usage.reinforced, "failed_flushes": usage.failed_flushes,
+                  "dropped": usage.dropped}
     # Not ready until the embedding model is loaded, so a load balancer never sends a write that would stall.
     ready = checks.get("database") == "ok" and checks.get("schema") not in (None, "missing") \
         and checks["embedder"] == "loaded"
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "reinforcement": body_usage}
     return JSONResponse(body, status_code=200 if ready else 503)

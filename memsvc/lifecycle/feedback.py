@@ -2,6 +2,7 @@
 
 `reinforce_used` is what every "this memory was used" path calls (the context builder, search hits
 a caller acted on, positive feedback, fetching an archived memory): one UPDATE for any number of ids.
+Contexts reach it through `usage.UsageRecorder`, which gathers their uses and writes them in batches.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ def reinforce_sql(strength_col: Any, retention_expr: Any, alpha: float, max_stre
 
 def reinforce_used(
     session: Session, scope: MemoryScope, ids: Sequence[uuid.UUID], now: datetime | None = None,
-    policy: TierPolicy | None = None,
+    policy: TierPolicy | None = None, uses: int = 1,
 ) -> dict[uuid.UUID, str]:
     """Mark memories as used at `now`: strength += alpha * (1 - R) (spacing effect), retention back
-    to 1, one more access, and one tier back toward verbatim (an archived memory re-enters the hot
+    to 1, `uses` more accesses, and one tier back toward verbatim (an archived memory re-enters the hot
     index: its half-precision vector returns to the full-precision column).
 
     Ids outside the scope are ignored. Returns {id: tier after}. The caller commits.
@@ -64,7 +65,7 @@ def reinforce_used(
         .values(
             strength=reinforce_sql(Memory.strength, r_now, policy.alpha, policy.max_strength),
             last_accessed_at=func.greatest(Memory.last_accessed_at, now),
-            access_count=Memory.access_count + 1,
+            access_count=Memory.access_count + max(1, int(uses)),
             tier=promote_on_use_sql(Memory.tier, Memory.original_dropped_at.is_(None)),
             embedding=case((archived & Memory.embedding.is_(None), Memory.embedding_half.cast(Memory.embedding.type)),
                            else_=Memory.embedding),
