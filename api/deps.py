@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 
 from fastapi import Depends, Header, Request
@@ -47,8 +47,9 @@ def get_principal(
     return authenticate(session, token)
 
 
-def requires(scope: str) -> Callable[[Principal], Principal]:
-    def dependency(principal: Principal = Depends(get_principal)) -> Principal:
+def requires(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    # async: a check of a set, run on the event loop (a sync dependency costs a hop to a worker thread).
+    async def dependency(principal: Principal = Depends(get_principal)) -> Principal:
         principal.require(scope)
         return principal
 
