@@ -61,25 +61,13 @@ class Piece:
     def worth(self) -> float:
         return self.score if self.weight is None else self.weight
 
-    # Asked for several times per line while packing (~1,000 times per context): computed once.
-    @functools.cached_property
+    @property
     def section(self) -> str:
         return SECTION_OF_KIND.get(self.kind, "episodes")
 
     @functools.cached_property
-    def day(self) -> str:
+    def day(self) -> str:  # asked for several times per line while packing
         return _day(self.occurred_at)
-
-    @functools.cached_property
-    def _lines(self) -> dict[tuple[str, str, bool], str]:
-        return {}
-
-    def line(self, fidelity: str, fmt: str, strip_own_date: bool) -> str:
-        """`item_line`, remembered: packing counts each line, then renders it again on every trim."""
-        key = (fidelity, fmt, strip_own_date)
-        if key not in self._lines:
-            self._lines[key] = item_line(self, fidelity, fmt, strip_own_date)
-        return self._lines[key]
 
 
 @dataclass
@@ -157,10 +145,10 @@ def render(chosen: Sequence[Chosen], fmt: str = "markdown", strip_own_date: bool
                     day = c.piece.day
                     human = _human_day(day)
                     lines.append(f"### {human}" if fmt == "markdown" else f"{human}:")
-                lines.append(c.piece.line(c.fidelity, fmt, strip_own_date))
+                lines.append(item_line(c.piece, c.fidelity, fmt, strip_own_date))
         else:
             members.sort(key=lambda c: (-c.value, str(c.piece.id)))
-            lines.extend(c.piece.line(c.fidelity, fmt, strip_own_date) for c in members)
+            lines.extend(item_line(c.piece, c.fidelity, fmt, strip_own_date) for c in members)
     return "\n".join(lines)
 
 
@@ -171,7 +159,7 @@ def options(piece: Piece, counter: TokenCounter, settings: RetrievalSettings, fm
     for fidelity in FIDELITIES:
         if fidelity not in piece.texts or not piece.texts[fidelity].strip():
             continue
-        tokens = counter.count(piece.line(fidelity, fmt, settings.strip_own_date) + "\n")
+        tokens = counter.count(item_line(piece, fidelity, fmt, settings.strip_own_date) + "\n")
         if out and tokens >= min(o.tokens for o in out):
             continue
         out.append(Chosen(piece, fidelity, tokens, piece.worth * settings.fidelity_values.get(fidelity, 0.0)))
