@@ -2,8 +2,9 @@
 
 Every context reinforces the memories it shows (DESIGN section 4). Done per request, that is one
 UPDATE, one tenant-policy read and one commit after every response, and it ran beside the next request
-on the same cores: at 100k memories, /v1/context p50 45 -> 41 ms with it switched off. Here uses are
-gathered in memory and written every `flush_seconds` as one UPDATE per scope and use count.
+on the same cores (at 100k memories, 400 contexts per side in interleaved blocks: p50 46.2 -> 43.3 ms
+batched; p95 unchanged, which full text's slow queries set). Here uses are gathered in memory and
+written every `flush_seconds` as one UPDATE per scope and use count.
 
 Reinforcing once per batch is what the forgetting curve gives anyway: a second use a moment after the
 first finds retention at ~1, so it adds ~nothing to strength (alpha * (1 - R)). The access count still
