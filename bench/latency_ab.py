@@ -1,0 +1,132 @@
+"""Two versions of memsvc, one database, interleaved: is a change faster, on a machine this noisy?
+
+Usage: python bench/latency_ab.py BASE [NEW] --state-dir DIR [--endpoint context|search] [--requests 400]
+                                  [--block 25] [--json OUT]
+
+BASE and NEW are git revisions or source trees (NEW defaults to this tree). DIR is a state that
+`bench/latency.py --levels 100k --state-dir DIR` built (the queried tenant is lat-100k). Both versions
+run as `memsvc serve` processes against that one database, warmed up, and get fresh queries in
+alternating blocks (ABAB...): run to run this 2-core machine moves a p95 by ±10 ms, far more than most
+changes, but within one run both sides see the same drift. Blocks rather than single requests, so work a
+version does after its responses (background tasks) falls on its own next requests, as in real use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+from harness import _free_port, _wait_ready, percentiles, print_table  # noqa: E402
+from latency import QUERIED, Corpus, prewarm  # noqa: E402
+
+
+@contextmanager
+def source_tree(spec: str) -> Iterator[Path]:
+    """A directory as it is, or a git revision checked out into a temporary worktree."""
+    if Path(spec).is_dir():
+        yield Path(spec).resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="memsvc-ab-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), spec], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+@contextmanager
+def server(tree: Path, url: str, state: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_STATE_DIR": str(state), "MEMSVC_LOG_LEVEL": "WARNING",
+           "PYTHONPATH": str(tree)}
+    child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host", "127.0.0.1",
+                              "--port", str(port)], env=env, cwd=tree, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, lambda: child.poll() is None)
+        yield base
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base")
+    parser.add_argument("new", nargs="?", default=str(ROOT))
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--endpoint", choices=("context", "search"), default="context")
+    parser.add_argument("--requests", type=int, default=400, help="timed requests per version")
+    parser.add_argument("--block", type=int, default=25)
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args()
+
+    from memsvc import tenancy
+    from memsvc.db import get_engine, session_scope
+    from memsvc.embedded import start_embedded_postgres
+    from memsvc.models import Tenant
+
+    state = Path(args.state_dir)
+    url = start_embedded_postgres(state)
+    prewarm(url)
+    with session_scope(get_engine(url)) as session:
+        tenant = session.query(Tenant).filter(Tenant.name == QUERIED["100k"]).one()
+        _, key = tenancy.create_key(session, tenant.id, ["read"], name="latency a/b")
+    corpus = Corpus(seed=31)
+    path = f"/v1/{args.endpoint}"
+
+    def body() -> dict[str, object]:
+        if args.endpoint == "context":
+            return {"query": corpus.query(), "budget_tokens": 1024, "model": "cl100k_base"}
+        return {"query": corpus.query(), "limit": 10}
+
+    names = {"A": args.base, "B": args.new}
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="memsvc-ab-state-") as server_state:
+        clients = {}
+        for side, spec in names.items():
+            base = stack.enter_context(server(stack.enter_context(source_tree(spec)), url, Path(server_state)))
+            clients[side] = stack.enter_context(httpx.Client(base_url=base, timeout=60,
+                                                             headers={"Authorization": f"Bearer {key}"}))
+        for client in clients.values():  # warm-up
+            for _ in range(20):
+                client.post(path, json=body()).raise_for_status()
+        times: dict[str, list[float]] = {side: [] for side in clients}
+        server_ms: dict[str, list[float]] = {side: [] for side in clients}
+        for i in range(max(1, args.requests // args.block)):
+            for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
+                for _ in range(args.block):
+                    started = time.perf_counter()
+                    response = clients[side].post(path, json=body())
+                    times[side].append((time.perf_counter() - started) * 1e3)
+                    response.raise_for_status()
+                    server_ms[side].append(float(response.json().get("timings_ms", {}).get("total_ms", 0.0)))
+    rows, results = [], {}
+    for side, spec in names.items():
+        p = percentiles(times[side])
+        results[side] = {"version": spec, **p, "server_total_median_ms": statistics.median(server_ms[side])}
+        rows.append([side, spec, len(times[side]), p["p50"], p["p95"], p["p99"],
+                     round(statistics.median(server_ms[side]), 1)])
+    print_table(f"{path} over HTTP, versions interleaved in blocks of {args.block} (ms)",
+                ["side", "version", "requests", "p50", "p95", "p99", "server total (median)"], rows)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
