@@ -64,6 +64,25 @@ def _wait_ready(base: str, alive: Callable[[], bool] = lambda: True) -> None:
 
 
 @contextmanager
+def serve_process(database_url: str, state_dir: str | Path, *, tree: Path | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
+    """`memsvc serve --no-workers` as its own process on a free port, ready; yields its base URL. `tree`: run
+    that source tree's memsvc instead of this one's (bench/latency_ab.py compares two)."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    child_env = {**os.environ, "MEMSVC_DATABASE_URL": database_url, "MEMSVC_STATE_DIR": str(state_dir),
+                 "MEMSVC_LOG_LEVEL": "WARNING", **(env or {}), **({"PYTHONPATH": str(tree)} if tree else {})}
+    child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host", "127.0.0.1",
+                              "--port", str(port)], env=child_env, cwd=tree, stdout=subprocess.DEVNULL)
+    try:
+        _wait_ready(base, lambda: child.poll() is None)
+        yield base
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+@contextmanager
 def running_server(*, process: bool = False, **settings_overrides: object) -> Iterator[Server]:
     """A memsvc API on a free port. process=False: uvicorn on a thread of this process (quick; the bench's
     own client then shares the server's interpreter lock). process=True: `memsvc serve` as its own
@@ -82,21 +101,16 @@ def running_server(*, process: bool = False, **settings_overrides: object) -> It
         engine = get_engine(url)
         with session_scope(engine) as session:
             tenancy.bootstrap(session, root_key)
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
         if process:
-            env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_STATE_DIR": tmp, "MEMSVC_LOG_LEVEL": "WARNING",
-                   **{f"MEMSVC_{k.upper()}": str(v) for k, v in settings_overrides.items()}}
-            child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host",
-                                      "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+            overrides = {f"MEMSVC_{k.upper()}": str(v) for k, v in settings_overrides.items()}
             try:
-                _wait_ready(base, lambda: child.poll() is None)
-                yield Server(base, root_key, url)
+                with serve_process(url, tmp, env=overrides) as base:
+                    yield Server(base, root_key, url)
             finally:
-                child.terminate()
-                child.wait(timeout=20)
                 engine.dispose()
             return
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
         server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)

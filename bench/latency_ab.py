@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
-from harness import _free_port, _wait_ready, percentiles, print_table  # noqa: E402
+from harness import percentiles, print_table, serve_process  # noqa: E402
 from latency import QUERIED, Corpus, prewarm  # noqa: E402
 
 
@@ -48,22 +48,6 @@ def source_tree(spec: str) -> Iterator[Path]:
             yield tree
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
-
-
-@contextmanager
-def server(tree: Path, url: str, state: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "MEMSVC_DATABASE_URL": url, "MEMSVC_STATE_DIR": str(state), "MEMSVC_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(tree)}
-    child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host", "127.0.0.1",
-                              "--port", str(port)], env=env, cwd=tree, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, lambda: child.poll() is None)
-        yield base
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
 
 
 def main() -> None:
@@ -100,7 +84,7 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="memsvc-ab-state-") as server_state:
         clients = {}
         for side, spec in names.items():
-            base = stack.enter_context(server(stack.enter_context(source_tree(spec)), url, Path(server_state)))
+            base = stack.enter_context(serve_process(url, server_state, tree=stack.enter_context(source_tree(spec))))
             clients[side] = stack.enter_context(httpx.Client(base_url=base, timeout=60,
                                                              headers={"Authorization": f"Bearer {key}"}))
         for client in clients.values():  # warm-up

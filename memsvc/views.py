@@ -15,8 +15,8 @@ def memory_out(memory: Memory, *, tau0_seconds: float, now: datetime | None = No
     elapsed = (now - memory.last_accessed_at).total_seconds()
     return MemoryOut(
         id=memory.id, kind=memory.kind, content=memory.content, summary=memory.summary, summary_by=memory.summary_by,
-        gist=memory.gist,
-        tier=memory.tier, user_id=memory.user_id, agent_id=memory.agent_id, session_id=memory.session_id,
+        gist=memory.gist, tier=memory.tier, user_id=memory.user_id, agent_id=memory.agent_id,
+        session_id=memory.session_id,
         importance=memory.importance, strength=memory.strength, access_count=memory.access_count,
         retention=retention(elapsed, memory.strength, tau0_seconds),
         last_accessed_at=memory.last_accessed_at, occurred_at=memory.occurred_at, recorded_at=memory.recorded_at,
