@@ -28,9 +28,10 @@ class Settings(BaseSettings):
     embedding_model: str = "sentence-transformers:all-MiniLM-L6-v2"
     embedding_dim: int = 384
     embedding_batch_size: int = 64
-    # How a local model embeds a query (a few texts): "onnx" (ONNX Runtime, same vectors, ~2x faster on
-    # a CPU; exported once from the local weights into state_dir/cache) or "torch". Batches use torch.
-    embedding_query_runtime: Literal["onnx", "torch"] = "onnx"
+    # How a local model embeds a few texts: "onnx" (ONNX Runtime, same vectors, ~2x faster on a CPU;
+    # exported once from the local weights into state_dir/cache) or "torch". Batches use torch.
+    # "onnx-int8": as "onnx", and search queries (compared, never stored) through int8 weights.
+    embedding_query_runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx"
 
     # litellm model name for consolidation/summaries; unset means the offline built-in.
     llm_model: str | None = None

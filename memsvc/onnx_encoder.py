@@ -5,6 +5,11 @@ takes ~22 ms per query on one core of this machine under torch and ~10 ms under 
 the same vectors (cosine >= 0.99999 on every text tried, so stored vectors need no re-embedding).
 Batches (ingest) stay on torch, which uses every core for them.
 
+`quantized=True` runs a copy of the graph with int8 weights (dynamic quantization, one scale per output
+channel), for search queries only: ~1.1 ms instead of ~4 ms a query on a quiet core, at cosine
+0.990-0.999 with the exact vector (min 0.9896, mean 0.994 over 500 LoCoMo and bench questions; one scale
+per tensor gave 0.95). Stored vectors never come from it: writes use the exact graph or torch.
+
 The graph is exported once from the very weights the torch model loaded (nothing is downloaded) and
 cached under the state directory, keyed by the model's files, so later processes start in
 milliseconds. Anything this path cannot reproduce exactly (another pooling, a model with extra
@@ -19,6 +24,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ class UnsupportedModel(Exception):
 class OnnxEncoder:
     """Mean-pooled, unit-normalised embeddings of a few texts, one intra-op thread."""
 
-    def __init__(self, st_model: Any, model_dir: str, cache_dir: Path | None) -> None:
+    def __init__(self, st_model: Any, model_dir: str, cache_dir: Path | None, *, quantized: bool = False) -> None:
         import onnxruntime as ort
 
         transformer = _checked_transformer(st_model)
@@ -43,6 +49,8 @@ class OnnxEncoder:
         self._tokenizer_lock = threading.Lock()
         self._max_length = int(transformer.max_seq_length)
         self.path = _exported(transformer.auto_model, self._tokenizer, model_dir, cache_dir)
+        if quantized:
+            self.path = _quantized(self.path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # a query gains nothing from more; other requests share the cores
         options.inter_op_num_threads = 1
@@ -92,6 +100,34 @@ def _fingerprint(model_dir: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _written_atomically(target: Path, write: Callable[[str], None]) -> Path:
+    """`write(tmp)` into a temporary file beside `target`, then renamed: a concurrent process sees the
+    whole file or none."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _quantized(exact: Path) -> Path:
+    """The exact graph with int8 weights (per output channel), made once beside it."""
+    target = exact.with_name(exact.stem + "-int8.onnx")
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _written_atomically(target, lambda tmp: quantize_dynamic(str(exact), tmp, weight_type=QuantType.QInt8,
+                                                             per_channel=True))
+    log.info("quantized %s to %s for search queries", exact, target)
+    return target
+
+
 def _exported(model: Any, tokenizer: Any, model_dir: str, cache_dir: Path | None) -> Path:
     target_dir = cache_dir or Path(tempfile.gettempdir()) / "memsvc-onnx"
     target = target_dir / f"query-encoder-{_fingerprint(model_dir)}.onnx"
@@ -110,18 +146,14 @@ def _exported(model: Any, tokenizer: Any, model_dir: str, cache_dir: Path | None
 
     sample = tokenizer(["a query to trace the graph with"], return_tensors="pt")
     dynamic = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "hidden")}
-    target_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target_dir, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape branches; equality is tested instead
             torch.onnx.export(_Hidden(model.eval()), tuple(sample[k] for k in _INPUTS), tmp,
                               input_names=list(_INPUTS), output_names=["hidden"], dynamic_axes=dynamic,
                               opset_version=17, dynamo=False)
-        os.replace(tmp, target)  # atomic: a concurrent process sees the whole file or none
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    _written_atomically(target, write)
     log.info("exported %s to %s for the query path", model_dir, target)
     return target

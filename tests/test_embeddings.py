@@ -55,3 +55,29 @@ def test_concurrent_queries_from_many_threads(onnx_embedder: SentenceTransformer
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = np.vstack(list(pool.map(lambda t: onnx_embedder.embed([t]), texts)))
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_int8_runtime_approximates_queries_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """onnx-int8: search queries through int8 weights (close to, not equal to, the exact vector); what
+    `embed` returns (and the store keeps) is still the exact vector."""
+    exact = SentenceTransformerEmbedder("all-MiniLM-L6-v2", query_runtime="onnx", cache_dir=tmp_path)
+    int8 = SentenceTransformerEmbedder("all-MiniLM-L6-v2", query_runtime="onnx-int8", cache_dir=tmp_path)
+    assert int8._search_encoder is not int8._query_encoder
+    assert int8._search_encoder.path.name.endswith("-int8.onnx")
+    assert int8._search_encoder.path.stat().st_size < exact._query_encoder.path.stat().st_size / 3
+    for text in TEXTS:
+        reference = exact.embed([text])[0]
+        np.testing.assert_allclose(int8.embed([text])[0], reference, atol=1e-5)  # stored vectors: exact
+        np.testing.assert_allclose(exact.embed_query(text), reference, atol=1e-6)  # "onnx": queries exact too
+        query = int8.embed_query(text)
+        assert query.shape == (384,) and query.dtype == np.float32
+        assert abs(float(np.linalg.norm(query)) - 1.0) < 1e-5
+        assert 0.98 < float(query @ reference) < 0.99999  # approximate, but close
+    # Related and unrelated texts keep their order under the approximation.
+    question, answer, other = TEXTS[1], "Caroline went to the LGBTQ support group on 7 May.", "I like pizza."
+    a, o = exact.embed([answer])[0], exact.embed([other])[0]
+    assert int8.embed_query(question) @ a > int8.embed_query(question) @ o
+    before = int8._search_encoder.path.stat().st_mtime_ns
+    SentenceTransformerEmbedder("all-MiniLM-L6-v2", query_runtime="onnx-int8", cache_dir=tmp_path)
+    assert int8._search_encoder.path.stat().st_mtime_ns == before  # quantized once, then loaded
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -329,7 +329,7 @@ def query_vector(embedder: Embedder, query_text: str) -> list[float]:
         if key in _QV_CACHE:
             _QV_CACHE.move_to_end(key)
             return _QV_CACHE[key]
-    vector = embedder.embed([query_text])[0].tolist()
+    vector = embedder.embed_query(query_text).tolist()
     with _QV_LOCK:
         _QV_CACHE[key] = vector
         while len(_QV_CACHE) > _QV_SIZE:
