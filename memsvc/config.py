@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     embedding_batch_size: int = 64
     # How a local model embeds a few texts: "onnx" (ONNX Runtime, same vectors, ~2x faster on a CPU;
     # exported once from the local weights into state_dir/cache) or "torch". Batches use torch.
-    # "onnx-int8": as "onnx", and search queries (compared, never stored) through int8 weights.
-    embedding_query_runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx"
+    # "onnx-int8" (default): as "onnx", and search queries (compared, never stored) through int8 weights,
+    # ~4x cheaper again; LoCoMo (8 conversations) ER@512 72.1 -> 71.9, ER@1024 79.1 -> 79.4, R@10 66.8 both.
+    embedding_query_runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx-int8"
 
     # litellm model name for consolidation/summaries; unset means the offline built-in.
     llm_model: str | None = None
