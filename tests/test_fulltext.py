@@ -88,6 +88,25 @@ def test_statistics_path_is_exact_bm25_when_fresh(sessions, terms: list[str]) ->
     assert [s for _, s in got] == pytest.approx([s for _, s in expected], rel=1e-9)
 
 
+def test_arm_whose_rows_hold_the_same_terms_stops_at_its_k_shortest(sessions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """One frequent term left after the rare pool (or one set of all the rest): its k shortest rows are its
+    best k, so the pruned path reads no more of it, and the top k is still exact."""
+    tenant = _seed(sessions)
+    with sessions() as s, s.begin():
+        fulltext.refresh_text_stats(s, tenant, min_df=1)
+    shortcuts = []
+    uniform = fulltext._uniform
+    monkeypatch.setattr(fulltext, "_uniform", lambda arm, rest: shortcuts.append(uniform(arm, rest)) or shortcuts[-1])
+    # "nothing" is in no memory: the pool is empty, theta is 0, and the frequent rest goes by length.
+    for terms in (["nothing", "wbb"], ["nothing", "wab", "wac"], ["nothing", "waa"]):
+        shortcuts.clear()
+        expected = _reference(sessions, tenant, terms, STATS.sparse_k)
+        got = _top(sessions, tenant, terms)
+        assert True in shortcuts, terms  # the case this test is about was reached
+        assert [i for i, _ in got] == [i for i, _ in expected], terms
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], rel=1e-9)
+
+
 def test_arms_cover_every_row_that_can_beat_theta() -> None:
     s = RetrievalSettings(sparse_combo_terms=3, sparse_combo_clauses=10)
     weight = {"a": 3.0, "b": 2.0, "c": 1.5, "d": 0.4}
