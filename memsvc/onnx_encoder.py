@@ -115,6 +115,14 @@ def _written_atomically(target: Path, write: Callable[[str], None]) -> Path:
     return target
 
 
+class _QuietQuantizer(logging.Filter):
+    """onnxruntime's quantizer logs through the root logger: a line per tensor at INFO, and a WARNING
+    that advises pre-processing (meant for vision models). Neither tells an operator anything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
 def _quantized(exact: Path) -> Path:
     """The exact graph with int8 weights (per output channel), made once beside it."""
     target = exact.with_name(exact.stem + "-int8.onnx")
@@ -122,8 +130,13 @@ def _quantized(exact: Path) -> Path:
         return target
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _written_atomically(target, lambda tmp: quantize_dynamic(str(exact), tmp, weight_type=QuantType.QInt8,
-                                                             per_channel=True))
+    quiet = _QuietQuantizer()
+    logging.getLogger().addFilter(quiet)
+    try:
+        _written_atomically(target, lambda tmp: quantize_dynamic(str(exact), tmp, weight_type=QuantType.QInt8,
+                                                                 per_channel=True))
+    finally:
+        logging.getLogger().removeFilter(quiet)
     log.info("quantized %s to %s for search queries", exact, target)
     return target
 
