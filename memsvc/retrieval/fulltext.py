@@ -19,9 +19,9 @@ Two ways to get the top `sparse_k`, by scope size:
   enough to beat theta are fetched, through a bitmap OR of the GIN index (which terms) and a (tenant,
   length) B-tree (how long). Rows holding more terms are fetched first, as they raise theta most; where
   theta is still too low to bound a large group, that group's k shortest rows come first (an index
-  scan in length order), and a group whose rows all hold the same terms needs nothing more. Given the statistics the result is the exact BM25 top k; only the statistics
-  are approximate (as of the last recount: a memory written since is found and scored like the others,
-  but counts in no df).
+  scan in length order), and a group whose rows all hold the same terms needs nothing more. Given the
+  statistics the result is the exact BM25 top k; only the statistics are approximate (as of the last
+  recount: a memory written since is found and scored like the others, but counts in no df).
 Without statistics for the tenant (before its first maintenance run) large scopes use the exact path.
 """
 
