@@ -363,7 +363,12 @@ def search(
     clauses = [*scope.where(), *filter_clauses(filters, now)]  # raises on bad filters before any work starts
     embedding: Future[tuple[list[float], float]] | None = (
         _EMBEDDING.submit(_timed_query_vector, embedder, query_text) if mode != "sparse" else None)
-    pool_settings = settings.with_(dense_k=max(settings.dense_k, limit), sparse_k=max(settings.sparse_k, limit))
+    # Enough candidates for `limit` hits: the nearest neighbours alone provide them in hybrid mode, where
+    # full text adds its best sparse_k (LoCoMo contexts of 100 candidates: 60 full-text matches rather than
+    # 100 left ER@512/1024 at 72.2/79.5 against 71.9/79.4, and read 40% fewer rows); a one-signal mode
+    # takes `limit` of its own.
+    pool_settings = settings.with_(dense_k=max(settings.dense_k, limit) if mode != "sparse" else settings.dense_k,
+                                   sparse_k=max(settings.sparse_k, limit) if mode == "sparse" else settings.sparse_k)
     where = sqltext.where_of(session, clauses)
     prepared = prepare(session, query_text, pool_settings)
     sparse, own_bm25 = (None, {}) if mode == "dense" else sparse_list(

@@ -25,7 +25,7 @@ def _fidelity_values() -> dict[str, float]:
 class RetrievalSettings:
     # --- candidates (SQL) ---------------------------------------------------------------------
     dense_k: int = 60  # nearest neighbours taken from the HNSW index
-    sparse_k: int = 60  # best full-text matches taken
+    sparse_k: int = 60  # best full-text matches taken (hybrid: whatever the limit; full text alone: at least limit)
     hnsw_ef_search: int = 100
     # Walk the HNSW graph (rather than let the planner compare every vector in scope) once the scope has
     # this many memories and is at least this share of the table (see search._prefer_graph).
