@@ -98,7 +98,8 @@ def _query_encoder(st_model: Any, model_dir: str, cache_dir: Path | None, *, qua
 
         return OnnxEncoder(st_model, model_dir, cache_dir, quantized=quantized)
     except Exception as exc:  # a missing onnxruntime, an unsupported model, a failed export: torch still works
-        log.warning("queries embed with torch: the ONNX query path is unavailable (%s)", exc)
+        log.warning("the %s ONNX query path is unavailable (%s); queries use %s", "int8" if quantized else "exact",
+                    exc, "the exact one" if quantized else "torch")
         return None
 
 
