@@ -1,9 +1,11 @@
 """Two versions of memsvc, one database, interleaved: is a change faster, on a machine this noisy?
 
 Usage: python bench/latency_ab.py BASE [NEW] --state-dir DIR [--endpoint context|search] [--requests 400]
-                                  [--block 25] [--json OUT]
+                                  [--block 25] [--env-a KEY=VALUE ...] [--env-b KEY=VALUE ...] [--json OUT]
 
-BASE and NEW are git revisions or source trees (NEW defaults to this tree). DIR is a state that
+BASE and NEW are git revisions or source trees (NEW defaults to this tree). --env-a / --env-b set
+environment variables for one side's server, so one version can be compared with itself under two
+configurations (`python bench/latency_ab.py . --env-a MEMSVC_EMBEDDING_QUERY_RUNTIME=onnx ...`). DIR is a state that
 `bench/latency.py --levels 100k --state-dir DIR` built (the queried tenant is lat-100k). Both versions
 run as `memsvc serve` processes against that one database, warmed up, and get fresh queries in
 alternating blocks (ABAB...): run to run this 2-core machine moves a p95 by ±10 ms, far more than most
@@ -50,6 +52,13 @@ def source_tree(spec: str) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
 
 
+def _setting(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--env-a / --env-b take KEY=VALUE, got {item!r}")
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base")
@@ -58,8 +67,11 @@ def main() -> None:
     parser.add_argument("--endpoint", choices=("context", "search"), default="context")
     parser.add_argument("--requests", type=int, default=400, help="timed requests per version")
     parser.add_argument("--block", type=int, default=25)
+    parser.add_argument("--env-a", action="append", default=[], metavar="KEY=VALUE", help="for side A's server")
+    parser.add_argument("--env-b", action="append", default=[], metavar="KEY=VALUE", help="for side B's server")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
+    envs = {side: dict(_setting(item) for item in items) for side, items in (("A", args.env_a), ("B", args.env_b))}
 
     from memsvc import tenancy
     from memsvc.db import get_engine, session_scope
@@ -80,11 +92,13 @@ def main() -> None:
             return {"query": corpus.query(), "budget_tokens": 1024, "model": "cl100k_base"}
         return {"query": corpus.query(), "limit": 10}
 
-    names = {"A": args.base, "B": args.new}
+    names = {side: spec + "".join(f" {k}={v}" for k, v in envs[side].items())
+             for side, spec in (("A", args.base), ("B", args.new))}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="memsvc-ab-state-") as server_state:
         clients = {}
-        for side, spec in names.items():
-            base = stack.enter_context(serve_process(url, server_state, tree=stack.enter_context(source_tree(spec))))
+        for side, spec in (("A", args.base), ("B", args.new)):
+            base = stack.enter_context(serve_process(url, server_state, tree=stack.enter_context(source_tree(spec)),
+                                                     env=envs[side]))
             clients[side] = stack.enter_context(httpx.Client(base_url=base, timeout=60,
                                                              headers={"Authorization": f"Bearer {key}"}))
         for client in clients.values():  # warm-up
