@@ -55,7 +55,6 @@ class UsageRecorder:
         self._attempts: dict[MemoryScope, int] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time (timer, stop, a test's explicit flush)
-        self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._stats = UsageStats()
@@ -109,17 +108,13 @@ class UsageRecorder:
     def stop(self) -> None:
         """Flush what is pending and end the timer thread (process shutdown)."""
         self._stopped.set()
-        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.flush()
 
     # ---- internals ---------------------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stopped.is_set():
-            self._wake.wait(self.flush_seconds)
-            if self._stopped.is_set():
-                return
+        while not self._stopped.wait(self.flush_seconds):  # returns at once when stop() sets it
             self.flush()
 
     def _write(self, scope: MemoryScope, uses: Counter[uuid.UUID], now: datetime) -> None:

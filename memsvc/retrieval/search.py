@@ -367,7 +367,7 @@ def search(
     # full text adds its best sparse_k (LoCoMo contexts of 100 candidates: 60 full-text matches rather than
     # 100 left ER@512/1024 at 72.2/79.5 against 71.9/79.4, and read 40% fewer rows); a one-signal mode
     # takes `limit` of its own.
-    pool_settings = settings.with_(dense_k=max(settings.dense_k, limit) if mode != "sparse" else settings.dense_k,
+    pool_settings = settings.with_(dense_k=max(settings.dense_k, limit),
                                    sparse_k=max(settings.sparse_k, limit) if mode == "sparse" else settings.sparse_k)
     where = sqltext.where_of(session, clauses)
     prepared = prepare(session, query_text, pool_settings)
