@@ -11,6 +11,8 @@ Metrics, per category and overall:
   ER@B     share of gold turns whose own memory is in the context at verbatim or summary fidelity,
            for budgets B of cl100k tokens; "any@B" counts any fidelity (gist too)
   AC@B     share of questions whose normalised answer string occurs in the context
+  pool     share of gold turns among the candidates the packer weighed (items + left_out of the context at
+           the largest budget): the ceiling of ER at any budget, set by ranking, not packing
   R@k      share of gold turns in the first k search hits (episodic memories); NDCG@10, binary relevance
 The same table for BM25-only and dense-only ranking (mode=sparse / mode=dense) comes from the same run
 and database. The data (CC BY-NC 4.0) is read from ../shared and never copied into the repository.
@@ -78,6 +80,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full-priors": {"length_weight": 0.92, "other_speaker_penalty": 1.37, "session_text_weight": 1.82},
     "summaries-120": {"derive_fidelities": ("summary",), "context_candidates": 120,
                       "dense_k": 120, "sparse_k": 120},
+    "exact-counts-1.25": {"exact_count_budgets": 1.25},
+    "exact-counts-all": {"exact_count_budgets": float("inf")},
 }
 
 
@@ -222,6 +226,9 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
                 rec[f"ER@{budget}"] = sum(1 for g in gold if fid.get(g) in ("verbatim", "summary"))
                 rec[f"any@{budget}"] = sum(1 for g in gold if g in fid)
                 rec[f"AC@{budget}"] = int(norm_text(qa["answer"]) in norm_text(body["context"]))
+                if budget == max(budgets):  # every candidate the packer weighed: what any budget could hold
+                    weighed = {id_to_dia.get(i["id"], "?") for i in body["items"] + body["left_out"]}
+                    rec["pool"] = len(gold & weighed)
             records.append(rec)
     return {"records": records, "latency_search_ms": lat_search, "latency_context_ms": lat_context}
 
@@ -240,6 +247,7 @@ def summarise(records: list[dict[str, Any]], budgets: tuple[int, ...]) -> dict[s
             row[f"ER@{b}"] = 100 * sum(r[f"ER@{b}"] for r in recs) / gold
             row[f"any@{b}"] = 100 * sum(r[f"any@{b}"] for r in recs) / gold
             row[f"AC@{b}"] = 100 * sum(r[f"AC@{b}"] for r in recs) / max(len(recs), 1)
+        row["pool"] = 100 * sum(r.get("pool", 0) for r in recs) / gold
         for k in KS:
             row[f"R@{k}"] = 100 * sum(r[f"R@{k}"] for r in recs) / gold
         row["NDCG@10"] = 100 * sum(r["NDCG@10"] for r in recs) / max(len(recs), 1)
@@ -256,7 +264,7 @@ def pct(samples: list[float], q: float) -> float:
 
 def print_table(title: str, summary: dict[str, dict[str, float]], budgets: tuple[int, ...]) -> None:
     cols = (["questions", "gold"] + [f"ER@{b}" for b in budgets] + [f"any@{b}" for b in budgets]
-            + [f"AC@{b}" for b in budgets] + [f"R@{k}" for k in KS] + ["NDCG@10"])
+            + [f"AC@{b}" for b in budgets] + ["pool"] + [f"R@{k}" for k in KS] + ["NDCG@10"])
     print(f"\n{title}")
     print("| category | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")

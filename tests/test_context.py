@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memsvc.retrieval.context import Piece, assemble, render
+from memsvc.retrieval.context import Piece, assemble, item_line, render
 from memsvc.retrieval.settings import RetrievalSettings
 from memsvc.tokens import get_counter
 from tests.conftest import auth
@@ -35,10 +35,11 @@ _piece = st.builds(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_piece, max_size=25), st.integers(min_value=-5, max_value=700), st.sampled_from(MODELS),
-       st.sampled_from(["markdown", "plain"]))
-def test_budget_is_never_exceeded(pieces, budget, model, fmt) -> None:  # type: ignore[no-untyped-def]
+       st.sampled_from(["markdown", "plain"]), st.sampled_from([0.0, 0.5, 2.0]))
+def test_budget_is_never_exceeded(pieces, budget, model, fmt, exact_budgets) -> None:  # type: ignore[no-untyped-def]
     counter = get_counter(model)
-    out = assemble(pieces, budget, counter, RetrievalSettings(), fmt)
+    # exact_budgets 0: every piece after the most valuable one is costed by an estimate before packing.
+    out = assemble(pieces, budget, counter, RetrievalSettings(exact_count_budgets=exact_budgets), fmt)
     assert out.token_count == counter.count(out.context)
     assert out.token_count <= max(budget, 0)
     ids = [c.piece.id for c in out.chosen]
@@ -46,6 +47,26 @@ def test_budget_is_never_exceeded(pieces, budget, model, fmt) -> None:  # type: 
     assert {p.id for p, _ in out.left_out} | set(ids) == {p.id for p in pieces}
     for c in out.chosen:
         assert c.fidelity in c.piece.texts
+        assert c.tokens == counter.count(item_line(c.piece, c.fidelity, fmt) + "\n")  # never an estimate
+
+
+def test_estimated_costs_only_for_the_least_valuable_and_chosen_ones_are_counted() -> None:
+    counter = get_counter("cl100k_base")
+    pieces = [Piece(uuid.uuid4(), "episodic", 1.0 / (i + 1), T0 + timedelta(minutes=i),
+                    {"verbatim": f"Turn {i}: Melanie painted a sunrise over the lake with her kids, then we talked."})
+              for i in range(40)]
+    exact_line = counter.count(item_line(pieces[0], "verbatim") + "\n")
+    out = assemble(pieces, 10 * exact_line, counter, RetrievalSettings(exact_count_budgets=0.5))
+    assert out.token_count <= 10 * exact_line
+    # Half a budget of the best pieces are counted (5 lines); the other 35 are estimated, and say so.
+    estimated = [why for p, why in out.left_out if "about " in why]
+    assert len(out.left_out) >= 29 and len(estimated) == len(out.left_out)
+    assert {c.piece.id for c in out.chosen} == {p.id for p in pieces[: len(out.chosen)]}  # the best ones
+    for c in out.chosen:
+        assert not c.estimated and c.tokens == counter.count(item_line(c.piece, c.fidelity) + "\n")
+    everything = assemble(pieces, 10 * exact_line, counter, RetrievalSettings(exact_count_budgets=float("inf")))
+    assert [c.piece.id for c in everything.chosen] == [c.piece.id for c in out.chosen]
+    assert not any("about " in why for _, why in everything.left_out)
 
 
 def test_render_order_profile_facts_then_episodes_by_time_with_dates() -> None:

@@ -126,6 +126,11 @@ class RetrievalSettings:
     facts_as_pointers: bool = False
     # An episode whose text starts with "[its own date]" is shown without it: its day header says it.
     strip_own_date: bool = True
+    # Candidate lines are counted exactly, most valuable first, until their cheapest forms add up to this many
+    # budgets; the rest get an estimate from their bytes (context._costed), counted only if chosen. LoCoMo:
+    # 1.25, 2 and all-exact give the same ER@256-2048 (64.6/72.3/79.1/85.8) and AC within 0.1 point; at 100k
+    # memories a 1,024-token context then tokenizes ~36 lines instead of ~120.
+    exact_count_budgets: float = 1.25
     # After packing, at most this many left-out memories are added to fill the slack (then one recount).
     fill_attempts: int = 24
 
