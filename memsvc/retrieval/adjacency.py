@@ -44,9 +44,9 @@ def neighbours(session: Session, scope: MemoryScope, where: Where, ids: Sequence
         "WHERE h.id = ANY(%(p_ids)s) AND h.tenant_id = %(p_tenant)s AND h.session_id IS NOT NULL",
         where, p_ids=list(ids), p_tenant=scope.tenant_id, p_window=window)
     out: list[tuple[uuid.UUID, int, Any]] = []
-    for (hit, side), group in groupby(sorted(found, key=lambda r: (str(r.hit_id), r.side)),
+    for (hit, side), group in groupby(sorted(found, key=lambda r: (r.hit_id, r.side)),
                                       key=lambda r: (r.hit_id, r.side)):
-        nearest_first = sorted(group, key=lambda r: (r.at_, str(r.id)), reverse=side < 0)
+        nearest_first = sorted(group, key=lambda r: (r.at_, r.id), reverse=side < 0)
         out.extend((hit, side * step, row) for step, row in enumerate(nearest_first, start=1))
     return out
 

@@ -91,7 +91,7 @@ class Assembled:
 
 # ---- rendering ---------------------------------------------------------------------------------
 def _day(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d")
+    return when.astimezone(UTC).date().isoformat()  # "%Y-%m-%d", always four digits of year, and cheaper
 
 
 @functools.lru_cache(maxsize=4096)
@@ -140,7 +140,7 @@ def render(chosen: Sequence[Chosen], fmt: str = "markdown", strip_own_date: bool
             continue
         lines.append(titles[section])
         if section == "episodes":
-            members.sort(key=lambda c: (c.piece.occurred_at, str(c.piece.id)))
+            members.sort(key=lambda c: (c.piece.occurred_at, c.piece.id))
             day = None
             for c in members:
                 if c.piece.day != day:
@@ -149,7 +149,7 @@ def render(chosen: Sequence[Chosen], fmt: str = "markdown", strip_own_date: bool
                     lines.append(f"### {human}" if fmt == "markdown" else f"{human}:")
                 lines.append(item_line(c.piece, c.fidelity, fmt, strip_own_date))
         else:
-            members.sort(key=lambda c: (-c.value, str(c.piece.id)))
+            members.sort(key=lambda c: (-c.value, c.piece.id))
             lines.extend(item_line(c.piece, c.fidelity, fmt, strip_own_date) for c in members)
     return "\n".join(lines)
 

@@ -214,7 +214,7 @@ def _with_archived(session: Session, scope: MemoryScope, vector: list[float], cl
     merged = dict(found)
     for hit in archived:
         merged[hit.id] = min(hit.distance, merged.get(hit.id, hit.distance))
-    return sorted(merged.items(), key=lambda kv: (kv[1], str(kv[0])))[:k]
+    return sorted(merged.items(), key=lambda kv: (kv[1], kv[0]))[:k]
 
 
 def _spread_to_neighbours(session: Session, scope: MemoryScope, where: Where,
@@ -233,7 +233,7 @@ def _spread_to_neighbours(session: Session, scope: MemoryScope, where: Where,
         pairs.update({(row.id, hit), (hit, row.id)})
     ordered = sorted(pairs, key=lambda pair: (pair[0].int, pair[1].int))  # a fixed order of float sums
     spread = adjacency.spread_to_neighbours(scores, ordered, settings.sparse_neighbour_weight)
-    return sorted(spread.items(), key=lambda kv: (-kv[1], str(kv[0])))[: settings.sparse_k]
+    return sorted(spread.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.sparse_k]
 
 
 @dataclass(frozen=True)
@@ -303,10 +303,10 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
             sparse_raw=lists.own_bm25.get(row.id),
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
-                                        key=lambda c: (-c.dense_similarity, str(c.id))), start=1):  # type: ignore[operator]
+                                        key=lambda c: (-c.dense_similarity, c.id)), start=1):  # type: ignore[operator]
         c.dense_rank = position
     for position, c in enumerate(sorted((c for c in ranked if c.sparse_score is not None),
-                                        key=lambda c: (-c.sparse_score, str(c.id))), start=1):  # type: ignore[operator]
+                                        key=lambda c: (-c.sparse_score, c.id)), start=1):  # type: ignore[operator]
         c.sparse_rank = position
     return ranked, memories
 
