@@ -36,6 +36,24 @@ def test_retention_and_importance_break_ties_without_overriding_relevance() -> N
     assert [c.id for c in fuse([faded, fresh, better], s)] == [better.id, fresh.id, faded.id]
 
 
+def test_equal_scores_go_to_the_better_word_match_not_to_the_id() -> None:
+    """First by vector and second by full text ties with the reverse (RRF); ids must not decide it."""
+    s = RetrievalSettings()
+    low, high = uuid.UUID(int=1), uuid.UUID(int=2)
+
+    def pair(words_on_high: bool, bm25: tuple[float, float] = (1.0, 2.0)) -> list[Ranked]:
+        a, b = bm25 if words_on_high else bm25[::-1]
+        return [Ranked(low, dense_rank=1, sparse_rank=2, dense_similarity=0.67, sparse_score=a, sparse_raw=a),
+                Ranked(high, dense_rank=2, sparse_rank=1, dense_similarity=0.66, sparse_score=b, sparse_raw=b)]
+
+    for words_on_high in (True, False):
+        ordered = fuse(pair(words_on_high), s)
+        assert ordered[0].score == ordered[1].score
+        assert ordered[0].id == (high if words_on_high else low)
+    # The same words: the nearer vector.
+    assert fuse(pair(True, (1.5, 1.5)), s)[0].id == low
+
+
 def test_turns_of_the_one_person_the_query_names_come_first() -> None:
     assert speaker_of("[8 May 2023] Caroline: I went to the support group.") == "Caroline"
     assert speaker_of("Mary Ann: hi") == "Mary Ann" and speaker_of("no speaker here: x") is None

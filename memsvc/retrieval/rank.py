@@ -88,7 +88,15 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
         signals["importance"] = settings.importance_weight * min(1.0, max(0.0, c.importance))
         c.signals = signals
         c.score = sum(signals.values())
-    return sorted(candidates, key=lambda c: (-c.score, c.id))
+    return best_first(candidates)
+
+
+def best_first(ranked: Sequence[Ranked]) -> list[Ranked]:
+    """Highest score first. Equal scores are common in a small scope, where one memory is first by vector
+    and second by full text and another the reverse: then the one matching more of the query's words
+    (own BM25) goes first, then the nearer vector, and only then the id, so the order means something
+    and does not change when the same memories are written again under new ids."""
+    return sorted(ranked, key=lambda c: (-c.score, -(c.sparse_raw or 0.0), -(c.dense_similarity or -1.0), c.id))
 
 
 def one_named_speaker(candidates: Sequence[Ranked], named: frozenset[str]) -> frozenset[str]:
@@ -129,7 +137,7 @@ def with_priors(ranked: Sequence[Ranked], settings: RetrievalSettings,
         if best_raw > 0 and c.session_id in session_best:
             c.signals["session_text"] = settings.session_text_weight * session_best[c.session_id] / best_raw
         c.score = sum(c.signals.values())
-    return sorted(ranked, key=lambda c: (-c.score, c.id))
+    return best_first(ranked)
 
 
 def with_session_context(ranked: Sequence[Ranked], settings: RetrievalSettings) -> list[Ranked]:
@@ -150,7 +158,7 @@ def with_session_context(ranked: Sequence[Ranked], settings: RetrievalSettings) 
         if c.session_id and len(by_session[c.session_id]) > 1:
             c.signals["session"] = settings.session_weight * context[c.session_id]
             c.score = sum(c.signals.values())
-    return sorted(ranked, key=lambda c: (-c.score, c.id))
+    return best_first(ranked)
 
 
 def _units(pool: Sequence[Ranked], dim: int) -> np.ndarray:
