@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from memsvc.config import Settings, get_settings
 
@@ -53,6 +55,10 @@ def prepare_database(settings: Settings) -> str:
     return url
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -61,6 +67,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
+    # uvicorn shuts down gracefully on SIGTERM (docker stop, systemd, kill), then raises the signal again under
+    # the handler it found. The default one would end the process right there, before the runtime stops the
+    # workers and the embedded database; this one unwinds it, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     with Runtime(settings, start_workers=not args.no_workers) as runtime:
         app = create_app(runtime.settings)
         print(f"memsvc listening on http://{host}:{port}  (docs at /docs, dashboard at /dashboard)", flush=True)

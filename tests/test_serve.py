@@ -1,5 +1,5 @@
 """`memsvc serve` as a newcomer runs it: embedded Postgres + broker + worker + beat, admin key printed once,
-data kept across restarts, and Ctrl-C stops every process it started."""
+data kept across restarts, and Ctrl-C or SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class Served:
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.base = f"http://127.0.0.1:{port}"
+        self.state = state_dir
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -55,12 +56,17 @@ class Served:
     def output(self) -> str:
         return self.log.read_text()
 
-    def stop(self) -> list[psutil.Process]:
-        descendants = psutil.Process(self.proc.pid).children(recursive=True)
-        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+    def stop(self, how: signal.Signals = signal.SIGINT) -> list[psutil.Process]:
+        """Stop it (SIGINT: what Ctrl-C does; SIGTERM: docker stop, systemd, kill) and return every process
+        it had started, the daemonised Postgres included (found by its pid file, as it is not a child)."""
+        started = psutil.Process(self.proc.pid).children(recursive=True)
+        pid_file = self.state / "postgres" / "postmaster.pid"
+        assert pid_file.exists(), "the embedded Postgres should be running"
+        started.append(psutil.Process(int(pid_file.read_text().split()[0])))
+        self.proc.send_signal(how)
         self.proc.wait(timeout=60)
         assert self.proc.returncode == 0, self.output()
-        return descendants
+        return started
 
 
 def test_serve_embedded_default_end_to_end(tmp_path):
@@ -76,14 +82,11 @@ def test_serve_embedded_default_end_to_end(tmp_path):
         commands = [" ".join(p.cmdline()) for p in psutil.Process(first.proc.pid).children(recursive=True)]
         for part in ("memsvc.cli worker", "memsvc.cli beat", "valkey-server"):
             assert any(part in c for c in commands), (part, commands)
-        # pg_ctl daemonises Postgres, so it is not a child: find it by its pid file.
-        postmaster = psutil.Process(int((state / "postgres" / "postmaster.pid").read_text().split()[0]))
-        children = [*first.stop(), postmaster]
+        started = first.stop()
     except BaseException:
         first.kill_all()
         raise
-    alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, [p.cmdline() for p in alive]
+    _assert_all_gone(started)
     assert (state / "admin_key.txt").read_text().strip() == key
 
     second = Served(state, port)
@@ -92,7 +95,13 @@ def test_serve_embedded_default_end_to_end(tmp_path):
         headers = {"Authorization": f"Bearer {key}"}
         listed = httpx.get(second.base + "/v1/memories", headers=headers).json()["items"]
         assert [m["content"] for m in listed] == ["kept across restarts"]
+        started = second.stop(signal.SIGTERM)  # a process manager's stop leaves nothing behind either
     except BaseException:
         second.kill_all()
         raise
-    second.stop()
+    _assert_all_gone(started)
+
+
+def _assert_all_gone(started: list[psutil.Process]) -> None:
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
