@@ -50,6 +50,11 @@ def test_equal_scores_go_to_the_better_word_match_not_to_the_id() -> None:
         ordered = fuse(pair(words_on_high), s)
         assert ordered[0].score == ordered[1].score
         assert ordered[0].id == (high if words_on_high else low)
+    # Written a moment later (retention 1e-8 higher) is not a reason either.
+    fresher = pair(True)
+    fresher[0].retention = 1.0
+    fresher[1].retention = 1.0 - 1e-8
+    assert fuse(fresher, s)[0].id == high
     # The same words: the nearer vector.
     assert fuse(pair(True, (1.5, 1.5)), s)[0].id == low
 

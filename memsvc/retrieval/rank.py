@@ -95,8 +95,11 @@ def best_first(ranked: Sequence[Ranked]) -> list[Ranked]:
     """Highest score first. Equal scores are common in a small scope, where one memory is first by vector
     and second by full text and another the reverse: then the one matching more of the query's words
     (own BM25) goes first, then the nearer vector, and only then the id, so the order means something
-    and does not change when the same memories are written again under new ids."""
-    return sorted(ranked, key=lambda c: (-c.score, -(c.sparse_raw or 0.0), -(c.dense_similarity or -1.0), c.id))
+    and does not change when the same memories are written again under new ids. Scores are compared to
+    six decimals: memories written seconds apart differ in retention by ~1e-9 of a score, which is not a
+    reason (an hour apart is ~1e-4; neighbouring ranks differ by more than 1e-5)."""
+    return sorted(ranked, key=lambda c: (-round(c.score, 6), -(c.sparse_raw or 0.0), -(c.dense_similarity or -1.0),
+                                         c.id))
 
 
 def one_named_speaker(candidates: Sequence[Ranked], named: frozenset[str]) -> frozenset[str]:
