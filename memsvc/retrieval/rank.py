@@ -98,8 +98,8 @@ def best_first(ranked: Sequence[Ranked]) -> list[Ranked]:
     and does not change when the same memories are written again under new ids. Scores are compared to
     six decimals: memories written seconds apart differ in retention by ~1e-9 of a score, which is not a
     reason (an hour apart is ~1e-4; neighbouring ranks differ by more than 1e-5)."""
-    return sorted(ranked, key=lambda c: (-round(c.score, 6), -(c.sparse_raw or 0.0), -(c.dense_similarity or -1.0),
-                                         c.id))
+    return sorted(ranked, key=lambda c: (-round(c.score, 6), -(c.sparse_raw or 0.0),
+                                         -(-1.0 if c.dense_similarity is None else c.dense_similarity), c.id))
 
 
 def one_named_speaker(candidates: Sequence[Ranked], named: frozenset[str]) -> frozenset[str]:
