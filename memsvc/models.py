@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pgvector.sqlalchemy import HALFVEC, Vector
+from pgvector.sqlalchemy import HALFVEC, SPARSEVEC, Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 EMBEDDING_DIM = 384  # the column's dimension; changing models of another size is a re-embed migration
+SPARSE_DIM = 30522  # sparse_embedding's dimension: BERT's vocabulary, which SPLADE checkpoints share
 
 KINDS = ("episodic", "semantic", "procedural", "profile")
 TIERS = ("verbatim", "summary", "gist", "archived")
@@ -96,6 +97,9 @@ class Memory(Base):
     )
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM), nullable=True, deferred=True)
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Learned-sparse terms (migration 0010, memsvc.sparse_encoder); NULL until computed (write path or backfill).
+    sparse_embedding: Mapped[Any] = mapped_column(SPARSEVEC(SPARSE_DIM), nullable=True, deferred=True)
+    sparse_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Lifecycle (migration 0002): an archived memory's vector lives here in half precision.
     embedding_half: Mapped[list[float] | None] = mapped_column(HALFVEC(EMBEDDING_DIM), nullable=True, deferred=True)
     consolidated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
