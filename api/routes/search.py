@@ -34,7 +34,8 @@ def search(
         hits=[
             SearchHit(memory=present(full[h.id]), score=h.score, signals=h.signals,
                       dense_rank=h.dense_rank, sparse_rank=h.sparse_rank, dense_similarity=h.dense_similarity,
-                      bm25=h.sparse_score, reason=h.reason)
+                      bm25=h.sparse_score, learned_sparse_rank=h.learned_sparse_rank,
+                      learned_sparse_score=h.learned_sparse_score, reason=h.reason)
             for h in outcome.hits if h.id in full
         ],
         duplicates_removed=[Duplicate(id=d.id, duplicate_of=of) for d, of in outcome.duplicates],

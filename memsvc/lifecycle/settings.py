@@ -26,6 +26,8 @@ class LifecycleSettings(BaseSettings):
     representation_batch: int = Field(500, ge=1)
     # Bound on summaries/gists made in one pass (an LLM costs money); the rest waits for the next pass.
     max_representations_per_pass: int = Field(200_000, ge=0)
+    # Learned-sparse vectors filled in per tenant and pass (memsvc.sparse_backfill; ~10 ms a memory on one core).
+    sparse_fill_per_pass: int = Field(5_000, ge=0)
 
     # Periodic work (seconds) for `memsvc beat`.
     decay_interval_s: float = Field(3600.0, gt=0)

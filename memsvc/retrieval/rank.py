@@ -33,6 +33,8 @@ class Ranked:
     session_id: str | None = None
     lexemes: int = 0  # distinct full-text lexemes of the text (length(search_tsv))
     sparse_raw: float | None = None  # its own BM25, before neighbours' shares were added
+    learned_sparse_rank: int | None = None  # 1-based position in the learned-sparse (SPLADE) list
+    learned_sparse_score: float | None = None  # inner product of SPLADE term weights with the query's
     score: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -45,8 +47,10 @@ class Ranked:
             parts.append(f"vector #{self.dense_rank} (cos {self.dense_similarity:.2f})")
         if self.sparse_rank is not None:
             parts.append(f"full text #{self.sparse_rank} (bm25 {self.sparse_score:.2f})")
+        if self.learned_sparse_rank is not None:
+            parts.append(f"learned sparse #{self.learned_sparse_rank} (splade {self.learned_sparse_score:.2f})")
         for name, value in self.signals.items():
-            if name not in ("dense", "sparse", "retention", "importance", "length") and value:
+            if name not in ("dense", "sparse", "learned_sparse", "retention", "importance", "length") and value:
                 parts.append(name.replace("_", " "))
         return ("both signals: " if len(found) == 2 else "") + ", ".join(parts) if parts else "filter match"
 
@@ -69,21 +73,25 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
     named, nobody is preferred.
     `signals` holds each term's contribution, so score == sum(signals.values()).
     """
-    best = settings.dense_weight / (settings.rrf_k + 1) + settings.sparse_weight / (settings.rrf_k + 1)
+    # The learned-sparse list counts only when it is on, so turning it off gives the same scores as before.
+    learned_weight = settings.learned_sparse_weight if settings.learned_sparse_k > 0 else 0.0
+    best = (settings.dense_weight + settings.sparse_weight + learned_weight) / (settings.rrf_k + 1)
     norm = 1.0 / best if best > 0 else 0.0
     relevance_share = max(0.0, 1.0 - settings.retention_weight - settings.importance_weight)
     speakers_named = one_named_speaker(candidates, named)
     for c in candidates:
         signals: dict[str, float] = {}
         for name, rank, weight in (("dense", c.dense_rank, settings.dense_weight),
-                                   ("sparse", c.sparse_rank, settings.sparse_weight)):
+                                   ("sparse", c.sparse_rank, settings.sparse_weight),
+                                   ("learned_sparse", c.learned_sparse_rank, learned_weight)):
             if rank is not None and weight > 0:
                 signals[name] = relevance_share * norm * weight / (settings.rrf_k + rank)
         # Only with a full-text match beyond the name: a short "Jon: Thanks!" is near any question
         # about Jon in vector space, and boosting it would crowd out the turns that say something.
         if (settings.speaker_boost and c.speaker and c.sparse_rank is not None
                 and c.speaker.split()[0] in speakers_named):
-            signals["named_speaker"] = settings.speaker_boost * (signals.get("dense", 0.0) + signals.get("sparse", 0.0))
+            signals["named_speaker"] = settings.speaker_boost * (signals.get("dense", 0.0) + signals.get("sparse", 0.0)
+                                                                 + signals.get("learned_sparse", 0.0))
         signals["retention"] = settings.retention_weight * min(1.0, max(0.0, c.retention))
         signals["importance"] = settings.importance_weight * min(1.0, max(0.0, c.importance))
         c.signals = signals

@@ -50,6 +50,10 @@ class SearchHit(BaseModel):
         description="Additive contributions to score: dense / sparse (rank fusion), retention, importance.")
     dense_rank: int | None = Field(default=None, description="Position in the vector candidate list.")
     sparse_rank: int | None = Field(default=None, description="Position in the BM25 candidate list.")
+    learned_sparse_rank: int | None = Field(
+        default=None, description="Position in the learned-sparse (SPLADE) candidate list, when that list is on.")
+    learned_sparse_score: float | None = Field(
+        default=None, description="Inner product of its SPLADE term weights with the query's.")
     dense_similarity: float | None = None
     bm25: float | None = None
     reason: str = Field(description="Which signal put it here, in words.")

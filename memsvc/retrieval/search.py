@@ -36,6 +36,7 @@ from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, with_pr
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.retrieval.sqltext import Where
 from memsvc.scoping import MemoryScope
+from memsvc.sparse_encoder import SparseEncoder, SparseVector, get_sparse_encoder, sparse_text
 from memsvc.turns import speaker_of
 
 Mode = Literal["hybrid", "dense", "sparse"]
@@ -185,8 +186,9 @@ def _prefer_graph(session: Session, scope: MemoryScope, filters: SearchFilters, 
     return n_scope >= settings.graph_scan_min_rows and n_scope >= settings.graph_scan_min_share * _table_rows(session)
 
 
-def _nearest(session: Session, where: Where, vector: list[float], k: int, *, graph: bool,
-             planner: tuple[str, str]) -> list[tuple[uuid.UUID, float]]:
+def _nearest(session: Session, where: Where, vector: list[float] | str, k: int, *, graph: bool,
+             planner: tuple[str, str], column: str = "embedding", operator: str = "<=>", cast: str = "vector",
+             ) -> list[tuple[uuid.UUID, float]]:
     """The k nearest (id, cosine distance) in the scope. With `graph`, bitmap and sequential scans are off
     for this statement (then put back), which leaves the HNSW index scan as the planner's choice."""
     if graph:
@@ -194,10 +196,10 @@ def _nearest(session: Session, where: Where, vector: list[float], k: int, *, gra
                               "set_config('enable_seqscan', 'off', true) AS seq")
     try:
         found = sqltext.rows(
-            session, f"SELECT memories.id, memories.embedding <=> %(p_vec)s::vector AS d FROM memories "
-                     f"WHERE {where.sql} AND memories.embedding IS NOT NULL "
-                     f"ORDER BY memories.embedding <=> %(p_vec)s::vector LIMIT %(p_k)s",
-            where, p_vec=sqltext.vector_text(vector), p_k=int(k))
+            session, f"SELECT memories.id, memories.{column} {operator} %(p_vec)s::{cast} AS d FROM memories "
+                     f"WHERE {where.sql} AND memories.{column} IS NOT NULL "
+                     f"ORDER BY memories.{column} {operator} %(p_vec)s::{cast} LIMIT %(p_k)s",
+            where, p_vec=vector if isinstance(vector, str) else sqltext.vector_text(vector), p_k=int(k))
     finally:
         if graph:
             sqltext.rows(session, "SELECT set_config('enable_bitmapscan', %(p_bitmap)s, true) AS bitmap, "
@@ -243,6 +245,7 @@ class Lists:
     dense: list[tuple[uuid.UUID, float]] | None  # None: no dense side (sparse mode, or no vector)
     sparse: list[tuple[uuid.UUID, float]] | None  # after the neighbour spread; None: no full-text side
     own_bm25: dict[uuid.UUID, float]  # each memory's own BM25, before the spread
+    learned: list[tuple[uuid.UUID, float]] | None = None  # (id, SPLADE inner product) best first; None: off
 
 
 def sparse_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, terms: list[str],
@@ -267,6 +270,23 @@ def dense_list(session: Session, scope: MemoryScope, clauses: list[Any], where: 
     return found
 
 
+def learned_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, terms: SparseVector | None,
+                 dim: int, filters: SearchFilters, settings: RetrievalSettings, planner: tuple[str, str],
+                 ) -> list[tuple[uuid.UUID, float]] | None:
+    """The learned_sparse_k memories of the scope with the largest inner product of SPLADE term weights
+    with the query's (`<#>` is its negative). Like the dense list: the HNSW graph (sparsevec_ip_ops) for
+    large scopes, every vector of the scope compared for small ones (see _nearest)."""
+    if terms is None or settings.learned_sparse_k <= 0:
+        return None
+    if not terms:
+        return []
+    graph = _prefer_graph(session, scope, filters, clauses, settings)
+    found = _nearest(session, where, sparse_text(terms, dim), settings.learned_sparse_k, graph=graph,
+                     planner=planner, column="sparse_embedding", operator="<#>", cast="sparsevec")
+    # Memories that share no term with the query have an inner product of 0: not a match.
+    return [(i, -d) for i, d in found if d < 0]
+
+
 def candidates(session: Session, where: Where, lists: Lists, settings: RetrievalSettings,
                now: datetime) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
     """The candidate rows of both lists in one statement (inside `where`, which carries the caller's
@@ -276,20 +296,23 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
     Plain rows, not ORM objects: the context builder needs only these columns, and building ~100
     entities per request costs more than the SQL; /v1/search loads full rows for the hits it returns.
     """
-    dense, sparse = lists.dense or [], lists.sparse or []
-    if not dense and not sparse:
+    dense, sparse, learned = lists.dense or [], lists.sparse or [], lists.learned or []
+    if not dense and not sparse and not learned:
         return [], {}
     found = sqltext.rows(session, f"""
         WITH dense(id, d) AS (SELECT * FROM unnest(%(p_dense_ids)s::uuid[], %(p_dense_d)s::float8[])),
              sparse(id, s) AS (SELECT * FROM unnest(%(p_sparse_ids)s::uuid[], %(p_sparse_s)s::float8[])),
-             ids AS (SELECT id FROM dense UNION SELECT id FROM sparse)
-        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, length(m.search_tsv) AS lexemes,
+             learned(id, ls) AS (SELECT * FROM unnest(%(p_learned_ids)s::uuid[], %(p_learned_s)s::float8[])),
+             ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned)
+        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, length(m.search_tsv) AS lexemes,
                m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
+        LEFT JOIN learned ON learned.id = ids.id
         WHERE {where.on("m")}""", where,
         p_dense_ids=[i for i, _ in dense], p_dense_d=[float(v) for _, v in dense],
-        p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse])
+        p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse],
+        p_learned_ids=[i for i, _ in learned], p_learned_s=[float(v) for _, v in learned])
     ranked: list[Ranked] = []
     memories: dict[uuid.UUID, Any] = {}
     for row in found:
@@ -297,6 +320,7 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
         ranked.append(Ranked(
             id=row.id, dense_similarity=None if row.d is None else 1.0 - float(row.d),
             sparse_score=None if row.s is None else float(row.s),
+            learned_sparse_score=None if row.ls is None else float(row.ls),
             retention=retention_at(now, row.last_accessed_at, row.strength, settings.tau0_seconds),
             importance=float(row.importance), content_hash=row.content_hash, embedding=_unpacked(row.vector),
             speaker=speaker_of(row.content), session_id=row.session_id, lexemes=int(row.lexemes or 0),
@@ -308,6 +332,9 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
     for position, c in enumerate(sorted((c for c in ranked if c.sparse_score is not None),
                                         key=lambda c: (-c.sparse_score, c.id)), start=1):  # type: ignore[operator]
         c.sparse_rank = position
+    for position, c in enumerate(sorted((c for c in ranked if c.learned_sparse_score is not None),
+                                        key=lambda c: (-c.learned_sparse_score, c.id)), start=1):  # type: ignore[operator]
+        c.learned_sparse_rank = position
     return ranked, memories
 
 
@@ -346,6 +373,12 @@ def _hybrid_order(ranked: list[Ranked], settings: RetrievalSettings, named: froz
 _EMBEDDING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memsvc-query-embed")
 
 
+def _timed_query_terms(encoder: SparseEncoder, query_text: str) -> tuple[SparseVector, float]:
+    started = time.perf_counter()
+    terms = encoder.encode_query(query_text)
+    return terms, (time.perf_counter() - started) * 1e3
+
+
 def _timed_query_vector(embedder: Embedder, query_text: str) -> tuple[list[float], float]:
     started = time.perf_counter()
     vector = query_vector(embedder, query_text)
@@ -355,7 +388,7 @@ def _timed_query_vector(embedder: Embedder, query_text: str) -> tuple[list[float
 def search(
     session: Session, scope: MemoryScope, embedder: Embedder, query_text: str, filters: SearchFilters,
     limit: int, settings: RetrievalSettings = DEFAULT_SETTINGS, *, mode: Mode = "hybrid",
-    now: datetime | None = None,
+    now: datetime | None = None, learned_encoder: SparseEncoder | None = None,
 ) -> SearchOutcome:
     """Ranked, de-duplicated memories for a query: candidates -> fusion -> MMR -> the first `limit`."""
     now = now or datetime.now(UTC)
@@ -363,6 +396,11 @@ def search(
     clauses = [*scope.where(), *filter_clauses(filters, now)]  # raises on bad filters before any work starts
     embedding: Future[tuple[list[float], float]] | None = (
         _EMBEDDING.submit(_timed_query_vector, embedder, query_text) if mode != "sparse" else None)
+    # The learned-sparse query terms on another thread too (hybrid only; the configured model unless given).
+    learned_encoder = (learned_encoder or get_sparse_encoder()) if mode == "hybrid" and settings.learned_sparse_k > 0 \
+        else None
+    learning: Future[tuple[SparseVector, float]] | None = (
+        _EMBEDDING.submit(_timed_query_terms, learned_encoder, query_text) if learned_encoder is not None else None)
     # Enough candidates for `limit` hits: the nearest neighbours alone provide them in hybrid mode, where
     # full text adds its best sparse_k (LoCoMo contexts of 100 candidates: 60 full-text matches rather than
     # 100 left ER@512/1024 at 72.2/79.5 against 71.9/79.4, and read 40% fewer rows); a one-signal mode
@@ -375,11 +413,14 @@ def search(
         session, scope, clauses, where, prepared.terms, filters, pool_settings)
     waited = time.perf_counter()
     vector, embed_ms = embedding.result() if embedding is not None else (None, 0.0)
+    query_terms, learned_ms = learning.result() if learning is not None else (None, 0.0)
     waited = time.perf_counter() - waited
+    learned = None if learned_encoder is None else learned_list(
+        session, scope, clauses, where, query_terms, learned_encoder.dim, filters, pool_settings, prepared.planner)
 
     def ranked_for(vector: list[float] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
         dense = dense_list(session, scope, clauses, where, vector, filters, pool_settings, prepared.planner)
-        return candidates(session, where, Lists(dense, sparse, own_bm25), pool_settings, now)
+        return candidates(session, where, Lists(dense, sparse, own_bm25, learned), pool_settings, now)
 
     ranked, rows = ranked_for(vector)
     named = named_in(query_text)
@@ -396,6 +437,7 @@ def search(
     hits, duplicates = mmr(ordered, limit, settings)
     t2 = time.perf_counter()
     # The embedding ran beside the full-text statements: sql_ms leaves out only the wait for it.
-    timings = {"embed_ms": embed_ms, "embed_wait_ms": waited * 1e3, "sql_ms": (t1 - t0 - waited) * 1e3,
+    timings = {"embed_ms": embed_ms, "learned_sparse_encode_ms": learned_ms, "embed_wait_ms": waited * 1e3,
+               "sql_ms": (t1 - t0 - waited) * 1e3,
                "rank_ms": (t2 - t1) * 1e3}
     return SearchOutcome(hits=hits, duplicates=duplicates, rows=rows, timings=timings)

@@ -26,6 +26,9 @@ class RetrievalSettings:
     # --- candidates (SQL) ---------------------------------------------------------------------
     dense_k: int = 60  # nearest neighbours taken from the HNSW index
     sparse_k: int = 60  # best full-text matches taken (hybrid: whatever the limit; full text alone: at least limit)
+    # Best learned-sparse (SPLADE, memsvc.sparse_encoder) matches by inner product, a third list; 0 = off
+    # (also off when no sparse model is configured). Hybrid mode only.
+    learned_sparse_k: int = 0
     hnsw_ef_search: int = 100
     # Walk the HNSW graph (rather than let the planner compare every vector in scope) once the scope has
     # this many memories and is at least this share of the table (see search._prefer_graph).
@@ -68,6 +71,7 @@ class RetrievalSettings:
     rrf_k: int = 20  # LoCoMo: 20 beat 60 by 1.5 points of ER@1024 (the top ranks matter most)
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
+    learned_sparse_weight: float = 1.0  # the learned-sparse list's RRF weight (when learned_sparse_k > 0)
     # Added to the (0..1-normalised) relevance: small, so they order near-ties and do not
     # override relevance. Retention is the forgetting curve's R, importance the stored 0..1.
     # A turn spoken by the one person the query names, with a full-text match: relevance x (1 + this).
