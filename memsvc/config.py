@@ -40,6 +40,10 @@ class Settings(BaseSettings):
 
     # litellm model name for consolidation/summaries; unset means the offline built-in.
     llm_model: str | None = None
+    # Who writes memories' summaries and gists (memsvc/llm/summarizer.py): "extractive" (whole sentences,
+    # verbatim, offline), "llm" (the model above, filled in by the maintenance pass), "none", or "auto":
+    # llm when llm_model is set, else extractive.
+    summarizer: Literal["auto", "none", "extractive", "llm"] = "auto"
 
     max_content_chars: int = 32_000
     max_batch_items: int = 1_000

@@ -20,7 +20,7 @@ from memsvc.config import Settings, get_settings
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
 from memsvc.lifecycle.retention import initial_strength
-from memsvc.llm.builtin import BUILTIN, builtin_summary
+from memsvc.llm.summarizer import write_summary
 from memsvc.models import Job, Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
@@ -109,11 +109,13 @@ class MemoryStore:
         if valid_to is not None and valid_to <= valid_from:
             raise InvalidInput("valid_to must be after valid_from", details={"field": "valid_to"})
         embedding = check_embedding(item.embedding, self.settings.embedding_dim) if item.embedding else None
-        summary = builtin_summary(content)
+        summary, summary_by = write_summary(content, self.settings.summarizer, self.settings.llm_model)
         return Memory(
             id=uuid.uuid4(), tenant_id=self.scope.tenant_id, user_id=item.user_id, agent_id=item.agent_id,
             session_id=item.session_id, kind=item.kind, content=content, tier="verbatim",
-            summary=summary, summary_by=BUILTIN,  # the built-in looked (None: the text is its own summary)
+            # summary_by 'extractive' with no summary: it looked, and the text is its own summary; NULL: not
+            # made yet (MEMSVC_SUMMARIZER=llm: the maintenance pass asks the model).
+            summary=summary, summary_by=summary_by,
             importance=item.importance, strength=initial_strength(item.importance), access_count=0,
             last_accessed_at=now, occurred_at=occurred, recorded_at=now, updated_at=now,
             valid_from=valid_from, valid_to=valid_to, content_hash=content_hash(content),
@@ -152,7 +154,8 @@ class MemoryStore:
             memory.content_hash = content_hash(memory.content)
             # A new text invalidates the derived representations and (unless given) the vector.
             memory.gist = None
-            memory.summary, memory.summary_by = builtin_summary(memory.content), BUILTIN
+            memory.summary, memory.summary_by = write_summary(memory.content, self.settings.summarizer,
+                                                              self.settings.llm_model)
             memory.tier = "verbatim"
             if "embedding" not in fields:
                 self._embed_missing([memory], [True])

@@ -131,7 +131,7 @@ def test_synthetic_timeline_demotes_in_order_and_use_promotes(sessions, client, 
                 Memory.tenant_id == tenant))}
     assert [seen[d][m.id][0] for d in (0, 10, 70, 130, 220)] == ["verbatim", "verbatim", "summary", "gist", "archived"]
     summary = seen[70][m.id][1]
-    assert summary and len(summary) < len(text)
+    assert summary == text  # one statement: no faithful summary is shorter, so the summary tier keeps it whole
     assert seen[220][m.id][1] == summary  # made once, kept
     assert seen[130][m.id][2] and seen[220][m.id][2] == seen[130][m.id][2]
     assert seen[130][used.id][0] == "verbatim"  # the use at day 100 reset its clock
@@ -199,8 +199,11 @@ def test_ttl_deletes_only_when_the_policy_says_so(sessions) -> None:  # type: ig
 
 def test_keep_originals_false_replaces_text_by_summary(sessions) -> None:  # type: ignore[no-untyped-def]
     tenant = new_tenant(sessions)
-    text = ("Yesterday the support group met at the library; Caroline spoke about adoption agencies, and "
-            "Melanie shared pictures of the pottery she made with her kids during the summer holidays.")
+    # Several statements, one of them filler: a faithful summary exists (one statement would have none,
+    # and the tier would keep the text itself).
+    text = ("Yesterday the support group met at the library. Caroline spoke about adoption agencies. "
+            "Melanie shared pictures of the pottery she made with her kids during the summer holidays. "
+            "Haha, that was so much fun, thanks everyone! See you all next week at the library!")
     with sessions() as s, s.begin():
         m = insert_memory(s, tenant, text, at=T0, importance=0.0)
         put_policy(s, tenant, {"keep_originals": False})
@@ -213,8 +216,9 @@ def test_keep_originals_false_replaces_text_by_summary(sessions) -> None:  # typ
 
 
 
-TURN = ("Caroline: Hey Mel! I went to a LGBTQ support group yesterday and it was so powerful. The stories "
-        "people shared about their transition really inspired me, you know?")
+# Packaging around one statement: the extractive summary keeps "Caroline: I went to ... so powerful."
+TURN = ("Caroline: Hey Mel! Good to see you! Wow, thanks so much! I went to a LGBTQ support group yesterday and it "
+        "was so powerful. Haha, that's so cool!")
 
 
 def _written_long_ago(client, sessions, make_tenant) -> tuple[uuid.UUID, list[uuid.UUID]]:  # type: ignore[no-untyped-def]
@@ -227,7 +231,7 @@ def _written_long_ago(client, sessions, make_tenant) -> tuple[uuid.UUID, list[uu
         ids.append(uuid.UUID(r.json()["id"]))
     body = client.get(f"/v1/memories/{ids[0]}", headers=auth(key)).json()
     assert body["summary"] and len(body["summary"]) < len(TURN) and "support group" in body["summary"]
-    assert body["summary_by"] == "builtin"
+    assert body["summary_by"] == "extractive"
     assert client.get(f"/v1/memories/{ids[1]}", headers=auth(key)).json()["summary"] is None  # its own summary
     with sessions() as s, s.begin():
         s.execute(Memory.__table__.update().where(Memory.id.in_(ids)).values(
@@ -248,7 +252,7 @@ def test_summary_made_at_write_serves_demotion_unless_a_hosted_llm_replaces_it( 
     assert report.representations_made == 1  # only the short note, its own summary; the turn had one
     with sessions() as s:
         row = s.get(Memory, ids[0])
-        assert (row.tier, row.summary, row.summary_by) == ("summary", written, "builtin")
+        assert (row.tier, row.summary, row.summary_by) == ("summary", written, "extractive")
 
     tenant, ids = _written_long_ago(client, sessions, make_tenant)
     better = "Caroline found a LGBTQ support group powerful."
@@ -275,7 +279,7 @@ def test_fill_builtin_summaries_for_memories_written_before_they_were_made_at_wr
     assert fill_builtin_summaries(sessions, tenant, batch=1) == 2  # batches until none is left
     with sessions() as s:
         rows = {m.id: m for m in s.scalars(select(Memory).where(Memory.tenant_id == tenant))}
-    assert (rows[turn.id].summary, rows[turn.id].summary_by) == (builtin_summary(TURN), "builtin")
-    assert (rows[note.id].summary, rows[note.id].summary_by) == (None, "builtin")  # its own summary
+    assert (rows[turn.id].summary, rows[turn.id].summary_by) == (builtin_summary(TURN), "extractive")
+    assert (rows[note.id].summary, rows[note.id].summary_by) == (None, "extractive")  # its own summary
     assert (rows[demoted.id].summary, rows[demoted.id].summary_by) == ("An LLM's summary.", None)
     assert fill_builtin_summaries(sessions, tenant) == 0

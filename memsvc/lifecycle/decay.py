@@ -31,8 +31,8 @@ from memsvc.lifecycle.policy import get_policy
 from memsvc.lifecycle.retention import elapsed_seconds_sql, retention_sql
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
 from memsvc.lifecycle.tiers import Tier, TierPolicy, representations_needed, tier_case_sql, tier_rank_sql
-from memsvc.llm import LLM, BuiltinLLM, track_usage
-from memsvc.llm.builtin import BUILTIN, builtin_summary
+from memsvc.llm import LLM, BuiltinLLM, LLMCallError, track_usage
+from memsvc.llm.summarizer import EXTRACTIVE, LEGACY_BUILTIN, NoSummarizer, Summarizer, get_summarizer
 from memsvc.models import Memory
 from memsvc.scoping import MemoryScope
 
@@ -143,11 +143,13 @@ def _make_representations(
     """Summaries and gists for the rows about to be demoted past them, made once and kept."""
     target = target_tier_sql(now, policy).label("target")
     rank = tier_rank_sql(target)
-    # The built-in summary stored at write time serves a demotion unless a hosted LLM can do better.
-    author = getattr(llm, "model", BUILTIN)
-    replace_builtin = author != BUILTIN
-    missing_summary = or_(Memory.summary.is_(None), Memory.summary_by == BUILTIN) if replace_builtin \
-        else Memory.summary.is_(None)
+    # The summarizer MEMSVC_SUMMARIZER names (a hosted `llm` makes `auto` mean the model). The extractive
+    # summary stored at write time serves a demotion unless a model can do better; the old summarizer's
+    # (summary_by "builtin") never does.
+    summarizer = get_summarizer(llm=llm)
+    author = summarizer.name
+    stale = [LEGACY_BUILTIN] if summarizer.inline else [LEGACY_BUILTIN, EXTRACTIVE]
+    missing_summary = or_(Memory.summary.is_(None), Memory.summary_by.in_(stale))
     needs = or_(and_(rank >= RANK["summary"], missing_summary),
                 and_(rank >= RANK["gist"], Memory.gist.is_(None)))
     write = (
@@ -176,14 +178,17 @@ def _make_representations(
             if budget <= 0:
                 report.representations_deferred = True
                 break
-            builtin_only = replace_builtin and row.summary_by == BUILTIN
-            have = [t for t, v in (("summary", None if builtin_only else row.summary), ("gist", row.gist))
+            replaced = row.summary_by in stale
+            have = [t for t, v in (("summary", None if replaced else row.summary), ("gist", row.gist))
                     if v is not None]
             produced = {"summary": row.summary, "gist": row.gist}
             summary_by = row.summary_by
             try:
                 for tier in representations_needed(row.tier, row.target, have):
-                    produced[tier] = (llm.summarize if tier == "summary" else llm.gist)(row.content)
+                    # Where the summarizer has no summary (one statement; MEMSVC_SUMMARIZER=none) the lower
+                    # tier keeps the verbatim text: nothing a demotion stores is lossy by default.
+                    made = (summarizer.summarize if tier == "summary" else summarizer.gist)(row.content)
+                    produced[tier] = made or row.content
                     summary_by = author if tier == "summary" else summary_by
                     report.representations_made += 1
                     budget -= 1
@@ -201,26 +206,55 @@ def _make_representations(
             return
 
 
-def fill_builtin_summaries(sessions: sessionmaker[Session], tenant_id: uuid.UUID, max_rows: int = 5_000,
-                           batch: int = 500) -> int:
-    """Built-in summaries for verbatim memories written before they were made at write time (0006).
+# Tenants this process found without summaries of the old summarizer: there is no index on summary_by,
+# so the look for them (a pass over the tenant's rows) is made once per tenant and process, not hourly.
+_NO_LEGACY: set[uuid.UUID] = set()
 
-    Until a memory has one, every context that considers it derives it on the fly; the periodic pass
-    fills them in, up to max_rows per tenant and pass. Returns how many rows it looked at.
+
+def fill_builtin_summaries(sessions: sessionmaker[Session], tenant_id: uuid.UUID, max_rows: int = 5_000,
+                           batch: int = 500, summarizer: Summarizer | None = None) -> int:
+    """Summaries for verbatim memories that have none yet, and new ones for the old summarizer's.
+
+    None yet: written before summaries were made at write time (0006), or under MEMSVC_SUMMARIZER=llm
+    (the model is asked here, in batches, never on the write path); found through the partial index of
+    migration 0007. The old summarizer's (summary_by "builtin") cut sentences and names: recomputed from
+    the original text, a demoted memory's too (its tier's text becomes the new summary, or the text
+    itself); under `none` a verbatim memory's is dropped. Until then contexts derive one on the fly.
+    Up to max_rows per tenant and pass; returns how many rows it looked at.
     """
+    summarizer = summarizer or get_summarizer()
     done = 0
-    while done < max_rows:
-        with sessions() as session, session.begin():
-            rows = session.execute(
-                select(Memory.id, Memory.content).where(
-                    Memory.tenant_id == tenant_id, Memory.tier == "verbatim", Memory.summary.is_(None),
-                    Memory.summary_by.is_(None)).limit(min(batch, max_rows - done))).all()
+    none = isinstance(summarizer, NoSummarizer)
+    waiting = and_(Memory.tenant_id == tenant_id, Memory.tier == "verbatim", Memory.summary.is_(None),
+                   Memory.summary_by.is_(None))
+    legacy = and_(Memory.tenant_id == tenant_id, Memory.summary_by == LEGACY_BUILTIN,
+                  Memory.tier.in_(("verbatim", "summary")), Memory.original_dropped_at.is_(None))
+    write = (update(Memory.__table__).where(Memory.__table__.c.id == bindparam("b_id"))
+             .values(summary=bindparam("b_summary"), summary_by=bindparam("b_summary_by")))
+    for where in ([] if none else [waiting]) + ([] if tenant_id in _NO_LEGACY else [legacy]):
+        while done < max_rows:
+            with sessions() as session:
+                rows = session.execute(select(Memory.id, Memory.content, Memory.tier).where(where)
+                                       .limit(min(batch, max_rows - done))).all()
             if not rows:
+                if where is legacy:
+                    _NO_LEGACY.add(tenant_id)
                 break
-            session.execute(update(Memory.__table__).where(Memory.__table__.c.id == bindparam("b_id"))
-                            .values(summary=bindparam("b_summary"), summary_by=BUILTIN),
-                            [{"b_id": r.id, "b_summary": builtin_summary(r.content)} for r in rows])
-            done += len(rows)
+            updates = []
+            for r in rows:
+                try:
+                    summary = summarizer.summarize(r.content)
+                except LLMCallError as exc:  # the model is out of reach: the rest waits for the next pass
+                    log.warning("summaries of tenant %s wait for the next pass: %s", tenant_id, exc)
+                    max_rows = done
+                    break
+                verbatim = r.tier == "verbatim"  # else a demoted memory's: its tier needs a text
+                updates.append({"b_id": r.id, "b_summary": summary if verbatim else summary or r.content,
+                                "b_summary_by": None if none and verbatim else summarizer.name})
+            if updates:
+                with sessions() as session, session.begin():
+                    session.connection().execute(write, updates)
+            done += len(updates)
     return done
 
 

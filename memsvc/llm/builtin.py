@@ -9,9 +9,7 @@ relative ones) with (subject, attribute) keys for a few common single-valued rel
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,17 +21,12 @@ from memsvc.llm.gateway import (
     Fact,
     Usage,
     UsageMeter,
-    must_shrink,
     normalize_attribute,
     normalize_key,
 )
-from memsvc.llm.summary import looks_like_turn, summarize_turn
-from memsvc.turns import TURN_PREFIX
+from memsvc.llm.summary import faithful_summary, keyword_gist
 
-SUMMARY_RATIO = 0.4
-GIST_MIN_WORDS = 12
 MIN_FACT_WORDS = 3
-SHORT_WORDS_KEPT = 5  # floor of a word-cut summary
 
 
 def _wordset(text: str) -> frozenset[str]:
@@ -76,50 +69,6 @@ def split_sentences(text: str) -> list[str]:
 
 def _content(tokens: Sequence[str]) -> list[str]:
     return [t for t in tokens if t.lower() not in STOP and (len(t) > 1 or t.isdigit())]
-
-
-def _scores(sentences: Sequence[str]) -> list[float]:
-    """Informativeness: document frequency of a sentence's content words plus a bonus for names
-    and numbers, per sqrt(length) so long sentences do not win by size alone."""
-    toks = [_TOKEN.findall(s) for s in sentences]
-    tf = Counter(w.lower() for ts in toks for w in _content(ts))
-    scores = []
-    for i, ts in enumerate(toks):
-        content = {w.lower() for w in _content(ts)}
-        names = sum(1 for j, w in enumerate(ts) if j > 0 and w[0].isupper() and w != "I")
-        numbers = sum(1 for w in ts if any(c.isdigit() for c in w))
-        s = (sum(tf[w] for w in content) + 1.5 * names + 1.0 * numbers) / math.sqrt(max(len(ts), 1))
-        scores.append(s * (1.1 if i == 0 else 1.0))  # lead bias: openings tend to state the topic
-    return scores
-
-
-def _ranked(sentences: Sequence[str]) -> list[int]:
-    scores = _scores(sentences)
-    return sorted(range(len(sentences)), key=lambda i: (-scores[i], i))
-
-
-# Not " and ": it joins words ("long and difficult") as often as clauses.
-_CLAUSE = re.compile(r"[,;:]\s+|\s+[-\u2014]\s+|\s+(?=(?:because|which|but|while|although|whereas)\s)")
-_SUBORDINATE = re.compile(r"^(?:after|before|when|while|although|though|because|since|if|as|despite|"
-                          r"during|in|on|at|with|once|until|by|for|from)\b", re.I)
-
-
-def _compress(sentence: str, limit: int) -> str:
-    """Shorten one sentence to about `limit` chars: keep whole clauses, starting at the main one
-    (a leading "After a long week, ..." is context, not the point); else cut by words."""
-    clauses = [c for c in _CLAUSE.split(sentence.rstrip(".!?")) if c]
-    if len(clauses) > 1 and _SUBORDINATE.match(clauses[0]):
-        clauses = clauses[1:]
-    kept: list[str] = []
-    for c in clauses:
-        if kept and len(", ".join([*kept, c])) > limit:
-            break
-        kept.append(c)
-    out = ", ".join(kept)
-    if len(out) <= max(limit, len(sentence) * 0.75):
-        return out[:1].upper() + out[1:] + "."
-    words = sentence.split()
-    return " ".join(words[: max(SHORT_WORDS_KEPT, math.ceil(len(words) * SUMMARY_RATIO))]) + "\u2026"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,23 +400,13 @@ def _fact_sentence(raw: str, speaker: str | None) -> str | None:
     return s
 
 
-def _gist_word(word: str) -> bool:
-    # Negations are function words that carry the meaning: "did not go" must not become "go".
-    low = word.lower()
-    return low in NEGATIONS or low.endswith("n't") or bool(_content([word]))
-
-
-BUILTIN = "builtin"  # memories.summary_by of a summary this module made
+BUILTIN = "builtin"  # memories.summary_by of the old summarizer's summaries (stale: see memsvc.llm.summarizer)
 
 
 def builtin_summary(text: str) -> str | None:
-    """The built-in summary every memory gets when it is written, or None where it is not shorter.
-
-    Stored at write time so contexts offer it without deriving it per request (~0.4 ms a memory, for
-    every candidate of every request); a demotion with a hosted LLM replaces it (memories.summary_by).
-    """
-    summary = BuiltinLLM().summarize(text)
-    return summary if summary and len(summary) < len(" ".join(text.split())) else None
+    """The faithful extractive summary (memsvc.llm.summary): whole sentences of the text, verbatim, or
+    None where the text is its own summary (one statement, nothing to leave out, or not 75% or less)."""
+    return faithful_summary(text)
 
 
 class BuiltinLLM(UsageMeter):
@@ -477,47 +416,15 @@ class BuiltinLLM(UsageMeter):
         self._record(Usage(calls=1))
 
     def summarize(self, text: str) -> str:
+        """The extractive summary, or the text itself (whitespace collapsed) where there is none: a
+        demotion then keeps every statement rather than a summary that lost one."""
         self._count()
-        text = " ".join(text.split())
-        if not must_shrink(text):
-            return text
-        if looks_like_turn(text):
-            turn = summarize_turn(text)
-            if len(turn) < len(text):
-                return turn
-        # A leading "[date] Speaker: " is kept whole, as summarize_turn keeps it: cut as a clause of the
-        # text, it left "[8 May 2023] Caroline." for "[8 May 2023] Caroline: I'm keen on counseling ...".
-        prefix = TURN_PREFIX.match(text).group(0)  # type: ignore[union-attr]  # matches "" at least
-        body = text[len(prefix):]
-        sentences = split_sentences(body)
-        budget = int(len(body) * SUMMARY_RATIO)
-        chosen: list[int] = []
-        total = 0
-        for i in _ranked(sentences):
-            if not chosen or total + len(sentences[i]) + 1 <= budget:
-                chosen.append(i)
-                total += len(sentences[i]) + 1
-        summary = " ".join(sentences[i] for i in sorted(chosen))
-        if len(summary) > max(budget, int(len(body) * 0.6)):
-            # One sentence carries the text (or the best one is huge): shorten it instead.
-            summary = _compress(summary, max(budget, 40))
-        return prefix + (summary if len(summary) < len(body) else _compress(body, budget))
+        return faithful_summary(text) or " ".join(text.split())
 
     def gist(self, text: str) -> str:
+        """Whole content words of the most informative sentences, or the text itself where it is short."""
         self._count()
-        text = " ".join(text.split())
-        if not must_shrink(text):
-            return text
-        sentences = split_sentences(text)
-        picked: dict[int, list[str]] = {}
-        n = 0
-        for i in _ranked(sentences):
-            words = [w for w in _TOKEN.findall(sentences[i]) if _gist_word(w)]
-            picked[i] = words[: GIST_MAX_WORDS - n]
-            n += len(picked[i])
-            if n >= GIST_MIN_WORDS:
-                break
-        return "; ".join(" ".join(picked[i]) for i in sorted(picked) if picked[i])
+        return keyword_gist(text, GIST_MAX_WORDS) or " ".join(text.split())
 
     def extract_facts(self, episodes: Sequence[Episode]) -> list[Fact]:
         self._count()

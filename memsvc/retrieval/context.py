@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
-from memsvc.llm.builtin import BUILTIN, BuiltinLLM, builtin_summary
+from memsvc.llm.summarizer import EXTRACTIVE, LEGACY_BUILTIN, inline_summarizer
 from memsvc.models import Memory
 from memsvc.retrieval import adjacency, packing, sqltext
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
@@ -327,11 +327,11 @@ def _chosen_fidelities(packed: Any) -> dict[uuid.UUID, str]:
 # ---- on-the-fly summaries / gists ----------------------------------------------------------------
 @functools.lru_cache(maxsize=65_536)
 def _derived(text: str, fidelity: str) -> str:
-    """One fidelity of a text, made by the built-in (only the ones settings ask for: this runs per
-    candidate on every request that misses the cache). The summary is the one the store keeps."""
-    if fidelity == "summary":
-        return builtin_summary(text) or ""
-    return BuiltinLLM().gist(text)
+    """One fidelity of a text, made by the inline summarizer (only the ones settings ask for: this runs
+    per candidate on every request that misses the cache). The summary is the one the store keeps; ""
+    where there is none (MEMSVC_SUMMARIZER=none, or the text is its own summary)."""
+    summarizer = inline_summarizer()
+    return (summarizer.summarize(text) if fidelity == "summary" else summarizer.gist(text)) or ""
 
 
 def rank_weight(rank: int, settings: RetrievalSettings) -> float:
@@ -352,8 +352,11 @@ def piece_of(memory: Memory | Any, score: float, reason: str, settings: Retrieva
     offered = _OFFERED.get(memory.tier, FIDELITIES)
     # A built-in summary of a verbatim memory (stored at write time) is one of the built-in fidelities:
     # offered on the same terms as one derived here for a memory written before summaries were stored.
-    has_builtin = memory.summary_by == BUILTIN and memory.tier == "verbatim"
-    stored = {"verbatim": memory.content, "summary": None if has_builtin else memory.summary,
+    has_builtin = memory.summary_by == EXTRACTIVE and memory.tier == "verbatim"
+    # The old summarizer's summaries cut sentences and names: derived anew instead (the maintenance pass
+    # replaces them in the database).
+    stale = memory.summary_by == LEGACY_BUILTIN and memory.tier == "verbatim"
+    stored = {"verbatim": memory.content, "summary": None if has_builtin or stale else memory.summary,
               "gist": memory.gist}
     texts = {f: t for f, t in stored.items() if f in offered and t}
     derived: list[str] = []
@@ -361,7 +364,7 @@ def piece_of(memory: Memory | Any, score: float, reason: str, settings: Retrieva
     if "summary" in wanted and has_builtin:
         # Made at write time for texts long enough to have one: no count, no derivation per request.
         wanted.remove("summary")
-        if memory.summary:
+        if memory.summary and memory.summary != memory.content:
             texts["summary"] = memory.summary
     base = texts.get("verbatim") or texts.get("summary")
     for fidelity in wanted if base else ():
