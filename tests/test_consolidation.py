@@ -194,7 +194,7 @@ class Flaky:
 def test_transient_failure_is_retried_with_backoff(engine, sessions) -> None:  # type: ignore[no-untyped-def]
     tenant = new_tenant(sessions)
     with sessions() as s, s.begin():
-        insert_memory(s, tenant, "Caroline painted a sunrise over the lake last weekend.", at=MAY, user_id="caroline",
+        insert_memory(s, tenant, "Caroline lives in Portland.", at=MAY, user_id="caroline",
                       metadata={"speaker": "Caroline"})
     flaky = Flaky()
     ctx, queue = make_ctx(engine, flaky)
@@ -254,17 +254,18 @@ def test_builtin_consolidation_is_idempotent(engine, sessions) -> None:  # type:
     scope = ConsolidationScope(tenant, "caroline")
     with sessions() as s, s.begin():
         for i, text in enumerate([
-            "I went to the LGBTQ support group yesterday and it was so powerful.",
+            "I moved to Portland yesterday and it was so exhausting.",
             "I am researching adoption agencies because I want to give kids a loving home.",
-            "My friend Melanie painted a lake sunrise last year.",
+            "My friend Melanie painted a lake sunrise last year. Melanie is a teacher.",
         ]):
             insert_memory(s, tenant, text, at=datetime(2023, 5, 8 + i, 13, tzinfo=UTC), user_id="caroline",
                           metadata={"speaker": "Caroline"})
     ctx, _ = make_ctx(engine, BuiltinLLM())
     first = consolidate_job(ctx, scope)
-    assert first.status == "succeeded" and len(first.result["created"]) >= 2
+    assert first.status == "succeeded" and len(first.result["created"]) == 2
     texts = [m.content for m in semantic(sessions, tenant)]
-    assert any("7 May 2023" in t for t in texts)  # "yesterday" resolved from the episode's own date
+    # "yesterday" resolved from the episode's own date; sentences no pattern understands make nothing.
+    assert sorted(texts) == ["Caroline moved to Portland on 7 May 2023.", "Melanie is a teacher."]
     second = consolidate_job(ctx, scope, reprocess=True)
     assert second.status == "succeeded" and second.result["created"] == [] and second.result["links_added"] == 0
     assert sorted(m.content for m in semantic(sessions, tenant)) == sorted(texts)

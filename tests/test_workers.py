@@ -16,12 +16,13 @@ from tests.conftest import auth
 from tests.lifecycle_helpers import Worker, redis_url, tenant_of_key, wait_for  # noqa: F401 - fixture
 
 EPISODES = [
+    # Each states one thing the built-in extractor understands (a closed set of patterns).
     ("I adopted a rescue cat named Luna last week.", "2023-05-08T10:00:00Z"),
-    ("I started pottery classes at the community center.", "2023-05-09T10:00:00Z"),
-    ("My sister Anna moved to Lisbon for her new job.", "2023-05-10T10:00:00Z"),
-    ("I am training for the Boston marathon in April.", "2023-05-11T10:00:00Z"),
-    ("I painted a sunrise over the lake for my mother.", "2023-05-12T10:00:00Z"),
-    ("I volunteer at the animal shelter on Saturdays.", "2023-05-13T10:00:00Z"),
+    ("I work as a potter at the community center.", "2023-05-09T10:00:00Z"),
+    ("My sister moved to Lisbon for her new job.", "2023-05-10T10:00:00Z"),
+    ("I love running marathons.", "2023-05-11T10:00:00Z"),
+    ("My favorite painting is a sunrise over the lake.", "2023-05-12T10:00:00Z"),
+    ("I live in Boston.", "2023-05-13T10:00:00Z"),
 ]
 
 

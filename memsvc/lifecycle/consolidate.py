@@ -10,7 +10,8 @@ applies them in one transaction under a per-scope advisory lock:
     same value -> duplicate (links only);
     another value, newer -> insert, close the old one (valid_to, superseded_by), link `supersedes`;
     another value, older (episodes arriving out of order) -> insert as already closed by the current one;
-- embedding within `dedupe_similarity` of a current fact -> duplicate (links only);
+- no slot, embedding within `dedupe_similarity` of a current fact -> duplicate (links only); a fact
+  with a slot is told apart by its value instead ("likes tea" / "likes coffee" embed as near-twins);
 - otherwise a new semantic memory, `derived_from` each source episode.
 
 The episodes are marked consolidated in that same transaction, so a worker killed anywhere leaves
@@ -152,10 +153,16 @@ def _read_episodes(
 
 
 def _episode(m: Memory) -> Episode:
+    """Who said it comes from structured fields only: metadata `role` and `speaker`, else the scope.
+    A user's turn (or a note without a role) is spoken by its `speaker`, else the memory's user;
+    an assistant's by the agent. Never from a "Name:" in the content."""
     meta = m.metadata_ or {}
-    speaker = meta.get("speaker") or meta.get("name")
-    return Episode(id=str(m.id), text=m.content, occurred_at=m.occurred_at,
-                   speaker=str(speaker) if speaker else m.user_id, user=m.user_id)
+    role = str(meta["role"]).strip().lower() if isinstance(meta.get("role"), str) and meta["role"].strip() else None
+    speaker = meta.get("speaker") if isinstance(meta.get("speaker"), str) and meta["speaker"].strip() else None
+    if speaker is None:
+        speaker = m.user_id if role in (None, "user") else (m.agent_id or role)
+    return Episode(id=str(m.id), text=m.content, occurred_at=m.occurred_at, speaker=speaker, user=m.user_id,
+                   role=role)
 
 
 def _lock_scope(session: Session, scope: ConsolidationScope) -> None:
@@ -224,7 +231,9 @@ def _apply(
             existing_id = holder.id
         if vector is None and existing_id is None:  # known text, yet news ("moved back"): embed it now
             vector = embedder.embed([fact.text])[0]
-        if existing_id is None and holder is None and h not in by_hash:
+        # A keyed fact is identified by its slot and value (handled above): "Alice likes tea." and
+        # "Alice likes coffee." embed within any useful threshold of each other, yet both are news.
+        if existing_id is None and holder is None and h not in by_hash and fact.key is None:
             existing_id = _similar_current(session, scope, vector, settings.dedupe_similarity)
         if existing_id is not None:
             report.duplicates += 1

@@ -38,8 +38,11 @@ class Episode:
     id: str
     text: str
     occurred_at: datetime
-    speaker: str | None = None  # who said it: first-person pronouns are replaced by this name
+    speaker: str | None = None  # who said it (a name): first-person statements are about this one
     user: str | None = None  # whose memory this is, when that differs from the speaker
+    # Who spoke, from structured fields only (metadata "role"; never parsed from the content):
+    # "user", "assistant", "tool", "system", or None for a note written without one (the user's own).
+    role: str | None = None
 
 
 @dataclass(slots=True)
@@ -47,7 +50,7 @@ class Fact:
     """An atomic, self-contained statement derived from episodes.
 
     Contradiction detection: `key` = (subject, attribute) names a single-valued slot
-    ("melanie", "lives_in"); a newer fact with the same key and a different `value` supersedes
+    ("melanie", "residence"); a newer fact with the same key and a different `value` supersedes
     the older one. Facts without an attribute are never considered contradictory (only deduped).
     Multi-valued relations get the object into the attribute ("opinion:pizza" -> "positive"), so
     "likes pizza" vs "hates pizza" conflict while "likes pizza" vs "likes tea" do not.
@@ -55,7 +58,7 @@ class Fact:
 
     text: str
     subject: str  # normalized (normalize_key): lowercase words, e.g. "melanie", "melanie's sister"
-    attribute: str | None = None  # normalized (normalize_attribute): e.g. "lives_in", "opinion:pizza"
+    attribute: str | None = None  # normalized (normalize_attribute): e.g. "residence", "opinion:pizza"
     value: str | None = None  # normalized value: "boston", "not boston", "positive"
     source_ids: list[str] = field(default_factory=list)
     confidence: float = 0.5
@@ -74,15 +77,21 @@ class Fact:
 # Canonical attribute names, shared by the built-in extractor and the gateway prompt so both
 # produce the same keys.
 CANONICAL_ATTRIBUTES: dict[str, str] = {
-    "lives_in": "city/place where the subject lives now",
-    "works_at": "employer",
+    "residence": "city/place where the subject lives now (also from 'moved to X')",
+    "employer": "organisation the subject works at/for",
     "occupation": "job title",
-    "studies": "field of study",
+    "name": "the subject's name",
     "age": "age in years",
-    "relationship_status": "single / dating <name> / married / engaged / divorced / widowed",
+    "relationship_status": "single / married / married to <name> / engaged / divorced / widowed",
+    "origin": "where the subject is from",
+    "diet": "vegetarian / vegan / pescatarian",
+    "studies": "field of study",
     "children_count": "number of children",
     "favorite_<thing>": "favorite thing of a kind, e.g. favorite_color",
-    "opinion:<object>": "value 'positive' or 'negative'",
+    "<thing>": "what 'my <thing> is Y' names, when the subject has one: wife, birthday, dog_name, phone_number",
+    "opinion:<object>": "value 'positive' or 'negative' (likes / hates <object>)",
+    "allergy:<thing>": "value 'yes'",
+    "pet:<pet's name>": "value: the kind of animal",
 }
 
 
@@ -240,23 +249,38 @@ _SYSTEM = ("You are the memory consolidation component of a long-term memory ser
            "Answer with one JSON object only, no prose, no code fences.")
 
 _FACTS_PROMPT = """Extract atomic, self-contained facts from the episodes below.
+Each episode has a role and a speaker:
+- role "user" or null: the speaker said it. "I"/"me"/"my" in it means the speaker.
+- role "assistant", "tool" or "system": an AI assistant's reply, a tool's output or a system message.
+  These are context only (they may explain what a user's short answer refers to). Never make a fact
+  whose only sources are such episodes, and never state what the assistant or a tool is, can or
+  cannot do. Statements are attributed to who said them, never to someone else.
 Rules:
-- One fact = one short declarative sentence that is understandable on its own.
-- Use names instead of pronouns (the speaker of an episode is "I"/"me"/"my").
+- One fact = one short declarative sentence that is understandable on its own, in the language of
+  its episode, grammatical, and true to what the speaker said.
+- Use names instead of pronouns: never "I", "me", "my", "you", "he", "she" in a fact.
 - Turn relative dates (yesterday, last week, two days ago, next month, on Friday) into absolute
   dates using the episode's date, e.g. "7 May 2023".
-- Skip greetings, questions, opinions about the conversation itself, and anything uncertain.
+- Skip greetings, questions, plans, wishes, hypotheticals, anything uncertain, and text that only
+  quotes or lists remembered things ("Related things X remembers:", "Long-term memory ...").
+- Fewer true facts are better than many doubtful ones; an empty list is a fine answer.
 - subject: the person or thing the fact is about (a name, e.g. "Melanie" or "Melanie's sister").
-- attribute: when the fact fills a single-valued slot, one of:
+- attribute: when the fact fills a slot, one of:
 {attributes}
-  otherwise null. value: the slot's value, short ("Boston"); when a slot stopped being true,
-  "not <value>" ("not Boston"). Use null for both when no slot fits.
+  otherwise null. A newer value of the same (subject, attribute) replaces the older one, so use
+  a single-valued attribute only where one value at a time is true. value: the slot's value,
+  short ("Lisbon"). Use null for both when no slot fits.
 - source_ids: ids of the episodes the fact comes from. confidence: 0..1.
 Answer: {{"facts": [{{"text": str, "subject": str, "attribute": str|null, "value": str|null,
 "source_ids": [str], "confidence": float}}]}}
 
 Episodes:
 {episodes}"""
+
+
+# English first and second person in a fact: "I", "my", "you"... ("I" case-sensitive: "i.e." is fine).
+_PRONOUN = re.compile(r"\bI\b|\b(?i:me|my|mine|myself|you|your|yours|yourself)\b")
+_PRONOUNS = frozenset({"i", "me", "my", "you", "your", "he", "she", "they", "we", "it", "him", "her", "them"})
 
 
 def _import_litellm() -> Any:
@@ -336,11 +360,16 @@ class LiteLLMGateway(UsageMeter):
         return self._ask("gist", prompt, parse)
 
     def extract_facts(self, episodes: Sequence[Episode]) -> list[Fact]:
-        if not episodes:
-            return []
+        # Imported here: memsvc.llm.facts imports this module.
+        from memsvc.llm.facts import speaks_for_user, strip_wrapper
+
+        # A context block pasted into a turn restates memories; it is not what the speaker said.
+        episodes = [e for e in episodes if strip_wrapper(e.text).strip()]
+        if not any(speaks_for_user(e.role) for e in episodes):
+            return []  # only assistant/tool/system turns: nothing can be a fact, no call, no cost
         by_id = {e.id: e for e in episodes}
-        lines = [json.dumps({"id": e.id, "date": _human_date(e.occurred_at), "speaker": e.speaker,
-                             "text": e.text}, ensure_ascii=False) for e in episodes]
+        lines = [json.dumps({"id": e.id, "date": _human_date(e.occurred_at), "role": e.role, "speaker": e.speaker,
+                             "text": strip_wrapper(e.text).strip()}, ensure_ascii=False) for e in episodes]
         attributes = "\n".join(f"    {name}: {meaning}" for name, meaning in CANONICAL_ATTRIBUTES.items())
         prompt = _FACTS_PROMPT.format(attributes=attributes,
                                       episodes="\n".join(lines))
@@ -354,6 +383,11 @@ class LiteLLMGateway(UsageMeter):
                     raise _Reject(f"facts[{i}].source_ids has ids that are not episodes: {unknown}")
                 if f.attribute and not (f.value and f.value.strip()):
                     raise _Reject(f"facts[{i}] has attribute {f.attribute!r} but no value")
+                if not any(speaks_for_user(by_id[s].role) for s in f.source_ids):
+                    raise _Reject(f"facts[{i}] comes only from assistant/tool/system episodes; facts come from "
+                                  "what users say")
+                if _PRONOUN.search(f.text) or normalize_key(f.subject) in _PRONOUNS:
+                    raise _Reject(f"facts[{i}] uses a pronoun ({f.text!r}, subject {f.subject!r}); use names")
                 facts.append(Fact(
                     text=f.text.strip(),
                     subject=normalize_key(f.subject),
