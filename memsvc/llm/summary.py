@@ -16,8 +16,8 @@ sentence cut at "St.". The rules now:
   ends in a colon is glued to the next one.
 - A unit is filler when every word of it is packaging (greetings, thanks, interjections, "That's so
   cool!", in a few languages) give or take a name being addressed ("Hey Mel!"). Filler is dropped
-  whole. A text of up to three statements keeps all of them; a longer one keeps its most informative
-  statements (shared words, names, numbers) down to about 60% of its length.
+  whole. A text of up to three statements keeps all of them; a longer one keeps the statements that
+  cover most of its words (names and numbers first) down to about 60% of its length.
 - No summary (None) when nothing was dropped (one statement, or only statements), when no statement is
   left, or when what is left is more than 75% of the text: the verbatim text is then the best summary.
 
@@ -26,9 +26,9 @@ Pure functions over strings. `memsvc.llm.summarizer` puts them behind the `Summa
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 MAX_SHARE = 0.75  # a summary longer than this share of the text's characters is not worth a second copy
@@ -162,6 +162,8 @@ def _line_break_is_hard(text: str, nl: int) -> bool:
         return False
     if prev[-1] in ")]}\"”»」』）" or (_KEY_VALUE.match(prev) and _KEY_VALUE.match(nxt)):
         return True
+    if prev[0] == nxt[0] == "[" or (prev[0].isdigit() and nxt[0].isdigit()):
+        return True  # log lines: "2024-01-01 12:00 ...", "[INFO] ...", "[8 May 2023] Caroline: ..."
     return bool(_BULLET.match(prev))  # "- item\nNext item" in a list: each line its own unit
 
 
@@ -255,20 +257,37 @@ def is_filler(text: str) -> bool:
     return all(w[:1].isupper() and not any(c.isdigit() for c in w) for w in names)
 
 
-def _informativeness(units: list[str]) -> list[float]:
-    """Shared content words (how central), names and numbers, per sqrt(length); questions count half."""
-    toks = [words_of(u) for u in units]
-    content = [[w.lower() for w in ts if w.lower() not in _STOP and (len(w) > 1 or w.isdigit())] for ts in toks]
-    df = Counter(w for ws in content for w in set(ws))
-    scores = []
-    for i, (u, ts) in enumerate(zip(units, toks, strict=True)):
-        names = sum(1 for j, w in enumerate(ts) if j > 0 and w[:1].isupper())
-        numbers = sum(1 for w in ts if any(c.isdigit() for c in w))
-        length = sum(max(1, len(_CJK.findall(w)) // 2) for w in ts) or 1
-        s = (sum(df[w] for w in set(content[i])) + 1.5 * names + numbers) / math.sqrt(length)
-        s *= 0.5 if u.rstrip().endswith(("?", "？")) else 1.0
-        scores.append(s * (1.1 if i == 0 else 1.0))
-    return scores
+def _ranked(units: list[str]) -> list[int]:
+    """Units in the order a summary should take them: each next one adds the most words not yet covered
+    (names and numbers count 1.5), per sqrt(length); questions count half, the opening 1.1x. Coverage
+    rather than centrality: the one ERROR line among INFO lines, not the fifth INFO line, comes first.
+    Lazy greedy (a unit's gain only falls as others are taken), so long tool outputs stay cheap."""
+    words = [words_of(u) for u in units]
+    content = [{w.lower() for w in ws if w.lower() not in _STOP and (len(w) > 1 or w.isdigit())} for ws in words]
+    weight = {w.lower(): 1.5 for ws in words for j, w in enumerate(ws)
+              if any(c.isdigit() for c in w) or (j > 0 and w[:1].isupper())}
+    factor = []
+    for i, (u, ws) in enumerate(zip(units, words, strict=True)):
+        length = sum(max(1, len(_CJK.findall(w)) // 2) for w in ws) or 1
+        f = (0.5 if u.rstrip().endswith(("?", "？")) else 1.0) * (1.1 if i == 0 else 1.0)
+        factor.append(f / math.sqrt(length))
+    covered: set[str] = set()
+
+    def gain(i: int) -> float:
+        return factor[i] * sum(weight.get(w, 1.0) for w in content[i] - covered)
+
+    heap = [(-gain(i), i) for i in range(len(units))]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        _, i = heapq.heappop(heap)
+        g = gain(i)
+        if heap and g < -heap[0][0] - 1e-12:
+            heapq.heappush(heap, (-g, i))  # stale: others may now add more
+            continue
+        order.append(i)
+        covered |= content[i]
+    return order
 
 
 def _normal(text: str) -> str:
@@ -331,11 +350,10 @@ def faithful_summary(text: str) -> str | None:
         return None
     kept = statements
     if len(statements) >= LONG_TEXT_STATEMENTS:
-        scores = _informativeness([bodies[i] for i in statements])
         budget = SELECT_SHARE * sum(len(_normal(b)) + 1 for b in bodies)
         chosen: list[int] = []
         used = 0
-        for k in sorted(range(len(statements)), key=lambda k: (-scores[k], k)):
+        for k in _ranked([bodies[i] for i in statements]):
             size = len(_normal(bodies[statements[k]])) + 1
             if chosen and used + size > budget:
                 continue
@@ -359,10 +377,9 @@ def keyword_gist(text: str, max_words: int = GIST_MAX_WORDS, min_words: int = 12
     if _size(text) < MIN_WORDS:
         return None
     units = [u.text for u in split_units(text) if not is_filler(u.text)] or [u.text for u in split_units(text)]
-    scores = _informativeness(units)
     picked: dict[int, list[str]] = {}
     n = 0
-    for i in sorted(range(len(units)), key=lambda i: (-scores[i], i)):
+    for i in _ranked(units):
         words = []
         for raw in units[i].split():
             w = _gist_token(raw)
