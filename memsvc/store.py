@@ -24,6 +24,7 @@ from memsvc.llm.summarizer import write_summary
 from memsvc.models import Job, Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
+from memsvc.sparse_encoder import SparseEncoder, encoder_for, sparsevec
 from memsvc.validation import check_embedding, check_json, check_text
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class MemoryStore:
         # Lifecycle reactions to writes (debounced consolidation, re-derivation of orphans), in
         # this transaction; the API passes them in with its job queue.
         self.hooks = hooks
+        self.sparse: SparseEncoder | None = encoder_for(self.settings)
 
     # ---- writes -------------------------------------------------------------------------------
     def add(self, item: MemoryCreate) -> Memory:
@@ -94,6 +96,7 @@ class MemoryStore:
                     exc.details = {**(exc.details or {}), "index": index}
                 raise
         self._embed_missing(rows, [item.embedding is None for item in items])
+        self._sparse_encode(rows)
         self.session.add_all(rows)
         self.session.flush()
         if self.hooks is not None:
@@ -144,6 +147,14 @@ class MemoryStore:
             row.embedding = vector.tolist()
             row.embedding_model = self.embedder.name
 
+    def _sparse_encode(self, rows: list[Memory]) -> None:
+        """Learned-sparse terms of each row's text (client vectors or not: they come from the text)."""
+        if self.sparse is None or not rows:
+            return
+        for row, terms in zip(rows, self.sparse.encode([row.content for row in rows]), strict=True):
+            row.sparse_embedding = sparsevec(terms, self.sparse.dim)
+            row.sparse_model = self.sparse.name
+
     def update(self, memory_id: uuid.UUID, patch: MemoryUpdate) -> Memory:
         memory = self.get(memory_id)
         fields = patch.model_dump(exclude_unset=True)
@@ -159,6 +170,7 @@ class MemoryStore:
             memory.tier = "verbatim"
             if "embedding" not in fields:
                 self._embed_missing([memory], [True])
+            self._sparse_encode([memory])
         self._check_fields(None, None, None, fields.get("tags"), fields.get("metadata"))
         if fields.get("embedding") is not None:
             memory.embedding = check_embedding(fields.pop("embedding"), self.settings.embedding_dim)
