@@ -43,7 +43,7 @@ CORPUS: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     (_turn("Related things I remember:\n  - I live in Paris\n  - I work at Initech", JUN, "user"), ()),
     (_turn(CONTEXT_HEADER + "## Facts\n- Alice lives in Paris.\n- I love opera.", JUN, None), ()),
     # -- ordinary agent memories --
-    (_turn("Alice prefers window seats on long flights.", JAN, None), ("Alice prefers window seats.",)),
+    (_turn("Alice prefers window seats, especially on long flights.", JAN, None), ("Alice prefers window seats.",)),
     (_turn("I hate cilantro, it tastes like soap.", JAN, "user"), ("Alice hates cilantro.",)),
     (_turn("My favorite color is green.", JAN, "user"), ("Alice's favorite color is green.",)),
     (_turn("I work as a nurse at St. Mary's hospital.", JAN, "user"), ("Alice works as a nurse.",)),

@@ -106,7 +106,10 @@ though although if than these right currently""")
 # Words that make a value depend on something outside the sentence or say something else than a value.
 _BAD_VALUE = _words("""i me my mine myself you your yours yourself he him his she her hers it its they them their
 theirs we us our ours this that these those there here something anything everything nothing someone anyone
-everyone not never no what who how why where when which whether if lot lots""")
+everyone not never no what who how why where when which whether if lot lots am is are was were be been being has
+have had do does did will would can could shall should may might must both like such either neither kind sort
+same other another""")
+_SOFT = _words("also really just totally absolutely especially truly")
 _ENDS_BADLY = _words("a an the of to for and or but with in on at by my your his her their our")
 _NUM = r"(?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
 _ABS_DATE = re.compile(
@@ -128,6 +131,7 @@ class _Value:
     text: str
     date: str | None  # an absolute date phrase ("in 2024", "on 7 May 2023") found right after it
     tail: str  # the rest of the clause, dropped from the fact
+    cut: str | None = None  # the word the value was cut at ("and" in "fantasy and sci-fi movies")
 
 
 def _value(region: str, when: datetime, *, place: bool = False, name: bool = False,
@@ -135,8 +139,12 @@ def _value(region: str, when: datetime, *, place: bool = False, name: bool = Fal
     """The value at the start of `region`, cut where the clause goes on, and a date right after it.
     None when it is not a self-contained value (pronouns, dangling words, too long)."""
     words = region.split()
-    n = 0
+    while words and words[0].lower() in _SOFT:  # "I like also cheese pizza"
+        words = words[1:]
+    n, cut = 0, None
     while n < len(words):
+        if words[n] in ("-", "\u2013", "\u2014"):  # "pottery - the creativity ...": a new clause
+            break
         if words[n][-1:] in ",;":  # the clause goes on after the comma: keep the word, stop there
             words = [*words[:n], words[n][:-1], ","] + words[n + 1:]
             n += 1
@@ -145,17 +153,20 @@ def _value(region: str, when: datetime, *, place: bool = False, name: bool = Fal
         # "Trinidad and Tobago", "Tom and Jerry": 'and' between capitalized words is part of a name.
         joins_names = low == "and" and n + 1 < len(words) and words[n + 1][:1].isupper() and words[n - 1][:1].isupper()
         if low in _DELIMS and n > 0 and not joins_names:
+            cut = low
             break
         if n > 0 and re.fullmatch(_NUM + r"|an?", low) and _RELATIVE_START.match(" ".join(words[n:])):
             break
         n += 1
     value, tail = words[:n], " ".join(words[n:]).lstrip(", ")
+    while value and value[-1].lower() in ("too", "also", "either"):  # "I love traveling too"
+        value = value[:-1]
     if not value or len(value) > max_words:
         return None
     lows = [w.lower().strip("'") for w in value]
     if any(w in _BAD_VALUE for w in lows) or lows[-1] in _ENDS_BADLY or lows[0] in _DELIMS:
         return None
-    if not all(re.fullmatch(r"[\w'&./+-]+", w) for w in value):
+    if not all(re.fullmatch(r"[\w'&./+-]*\w[\w'&./+-]*", w) for w in value):
         return None
     if (place or name) and not (value[0][:1].isupper() or (place and lows[0] in ("a", "an", "the") and len(value) > 1)):
         return None
@@ -163,7 +174,18 @@ def _value(region: str, when: datetime, *, place: bool = False, name: bool = Fal
         return None
     if tail and (_NEGATION.search(tail) or _HEDGE.search(tail)):
         return None  # "I live in Berlin, or I used to", "... but not for long"
-    return _Value(" ".join(value), _date(tail, when), tail)
+    return _Value(" ".join(value), _date(tail, when), tail, cut)
+
+
+# Words after which the clause says something else, so the value before them stands as said.
+_CLAUSE_CUTS = _words("because but so since while though although when if as which who where now anymore again")
+
+
+def _narrowed(v: _Value) -> bool:
+    """The value was cut at a word that narrows it ("routes with minimal traffic", "fantasy and sci-fi
+    movies", "a mix of mystery and ..."): for a taste or a "my X is Y" slot, the head alone is another
+    statement. (A place or employer cut there is still true: "lives in Berlin" of "in Berlin with Tom".)"""
+    return v.cut is not None and v.cut not in _CLAUSE_CUTS
 
 
 def _date(tail: str, when: datetime) -> str | None:
@@ -223,6 +245,8 @@ def _subject(m: re.Match[str], speaker: str | None) -> _Subject | None:
     name = m["name"]
     if any(w.lower().strip("'") in _NOT_NAMES for w in name.split()):
         return None
+    if " " not in name and re.search(r"(?:ing|tion|sion|ness|ment|ism|ity)$", name):
+        return None  # "Engineering studies are ...", "Cooking is ...": a capitalized opener, not a name
     return _Subject(name, normalize_key(name), False)
 
 
@@ -359,13 +383,29 @@ def _opinion(m: re.Match[str], when: datetime) -> _Found | None:
     v = _value(region, when, max_words=6)
     if not v or v.date or re.match(r"(?:to be|being)\b", v.text):
         return None
-    first = v.text.split()[0]
+    words = v.text.split()
+    first = words[0]
     if v.tail and (first == "to" or (first.endswith("ing") and first.islower())):
         return None  # "prefers to work" is not what "I prefer to work at night" said
+    if _narrowed(v):
+        return None
+    titled = len(words) > 1 and all(w[:1].isupper() for w in words[1:])
+    if first.lower() in ("the", "this", "that", "all") and not titled:
+        return None  # "I love the color", "the Garden Party idea": outside the sentence ("the Beatles" is fine)
+    if len(words) > 1 and words[-1][:1].isupper() and words[-2].islower() and not words[-2].endswith("ing") \
+            and words[-2] not in _ENDS_BADLY:
+        return None  # "I love the thought Nate": a vocative, not part of the value
     text = v.text.replace("over_ ", "over ").replace("to_ ", "to ")
     obj = re.split(r"\s+(?:over|to)_?\s+", v.text)[0].removeprefix("to ")
     polarity = "positive" if base in _POSITIVE else "negative"
     return _Found(f"{({**_POSITIVE, **_NEGATIVE})[base]} {text}", f"opinion:{obj}", polarity)
+
+
+def _fan(m: re.Match[str], when: datetime) -> _Found | None:
+    v = _value(m["val"], when, max_words=6)
+    if not v or v.date or _narrowed(v) or v.text.split()[0].lower() in ("the", "this", "that", "all"):
+        return None
+    return _Found(f"is a fan of {v.text}", f"opinion:{v.text}", "positive")
 
 
 _PETS = r"dog|cat|puppy|kitten|parrot|rabbit|bunny|hamster|guinea pig|horse|turtle|snake|lizard|fish|bird"
@@ -405,6 +445,7 @@ _PREDICATES: tuple[_Predicate, ...] = (
     _Predicate(r"{be} (?P<val>\d{1,3})(?: years? old)?", _age),
     _Predicate(r"{be} (?P<val>married|single|engaged|divorced|widowed)(?: to (?P<to>.+))?", _status),
     _Predicate(r"{be} allergic to (?P<val>.+)", _allergy),
+    _Predicate(r"{be} an? (?:big |huge |great |massive |total )?fan of (?P<val>.+)", _fan),
     _Predicate(r"{be} an? (?P<val>.+)", _is_a),
     _Predicate(r"(?:{be}|{come}) from (?P<val>.+)", _origin),
     _Predicate(r"(?:{study}|{be} studying) (?P<val>.+)", _studies),
@@ -440,12 +481,16 @@ def _possessive(s: str, speaker: str | None, when: datetime) -> tuple[_Subject, 
     words = attr.replace("'s name", "").split()
     if set(words) & (_BAD_VALUE | _DELIMS) or (words[0] in _SLOT_STOP and words[0] not in ("favorite", "favourite")):
         return None
+    if words[-1] in _SLOT_STOP:
+        return None  # "my favorite is a park": favorite what?
     kin = attr in _KIN
     if kin and attr not in _SINGLE_KIN:
         return None  # "my sister is Anna": one of possibly several sisters, not a slot
     v = _value(m["val"], when, name=kin, max_words=5)
-    if not v or v.date or _RELATIVE.match(v.text) or v.text.lower().endswith("ing"):
+    if not v or v.date or _narrowed(v) or _RELATIVE.match(v.text) or v.text.lower().endswith("ing"):
         return None
+    if len(v.text.split()) > 1 and v.text.split()[0].endswith("ing") and v.text[:1].islower():
+        return None  # "my hard work is paying off": a happening, not the value of a slot
     if re.match(r"(?:in|on|at|to|from|with|by|for|about|over|under|going|being|not)\b", v.text, re.I):
         return None  # "my flight is at 6", "my code is in the repo": not a value of the slot
     subject = _Subject(owner, normalize_key(owner), False)
