@@ -112,6 +112,7 @@ def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str |
             used = [(flags.get(i["id"], [0, 0]), i["fidelity"]) for i in body["items"]]
             rec[f"ER@{budget}"] = sum(f[0] for f, fid in used if fid in ("verbatim", "summary"))
             rec[f"ES@{budget}"] = int(any(f[1] for f, _ in used))
+            rec[f"any@{budget}"] = sum(f[0] for f, _ in used)  # gist lines too (JSON only)
             if budget == max(BUDGETS):
                 weighed = {i["id"] for i in body["items"] + body["left_out"]}
                 rec["pool"] = sum(flags.get(i, [0, 0])[0] for i in weighed)
@@ -134,9 +135,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             row[f"ER@{b}"] = 100 * sum(r[f"ER@{b}"] for r in recs) / g
         for b in BUDGETS:
             row[f"ES@{b}"] = 100 * sum(r[f"ES@{b}"] for r in recs) / len(recs)
+        any_at = {f"any@{b}": 100 * sum(r[f"any@{b}"] for r in recs) / g for b in BUDGETS}
         row["pool"] = 100 * sum(r["pool"] for r in recs) / g
         row["R@10"] = 100 * sum(r["R@10"] for r in recs) / g
-        out[name] = row
+        out[name] = {**row, **any_at}
     return out
 
 
@@ -268,8 +270,8 @@ def main() -> None:
                     print(f"{mode}: {time.perf_counter() - t:.0f} s; search p50 {lat['search_p50']:.0f} ms, "
                           f"context p50 {lat['context_p50']:.0f} / p95 {lat['context_p95']:.0f} ms", flush=True)
                     label = f"{mode}{' ' + args.recipe if args.recipe and mode == 'hybrid' else ''}"
-                    rows += [[label, name, *(int(v) if k in ("questions", "gold") else v for k, v in row.items())]
-                             for name, row in summary.items()]
+                    rows += [[label, name, *(int(v) if k in ("questions", "gold") else v for k, v in row.items()
+                                             if not k.startswith("any@"))] for name, row in summary.items()]
         finally:
             if not os.environ.get("MEMSVC_DATABASE_URL"):
                 stop_postgres(state)

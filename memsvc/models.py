@@ -73,7 +73,8 @@ class Memory(Base):
     kind: Mapped[str] = mapped_column(String(16), default="episodic")
     content: Mapped[str] = mapped_column(Text)
     summary: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # "builtin" (made offline at write time) or the model of the LLM a demotion asked (migration 0006).
+    # "extractive" (made offline at write time), the LLM model asked, "none", or "builtin" (an earlier release's,
+    # recomputed by the maintenance pass); migration 0006. See memsvc/llm/summarizer.py.
     summary_by: Mapped[str | None] = mapped_column(Text, nullable=True)
     gist: Mapped[str | None] = mapped_column(Text, nullable=True)
     tier: Mapped[str] = mapped_column(String(16), default="verbatim")
