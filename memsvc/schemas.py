@@ -54,7 +54,9 @@ class MemoryOut(BaseModel):
     kind: Kind
     content: str
     summary: str | None = None
-    # Who made the summary: "builtin" (offline, when the memory was written) or the LLM a demotion asked.
+    # Who made the summary: "extractive" (offline, whole sentences of the text), the LLM model that was asked,
+    # or "none" (a demoted memory under MEMSVC_SUMMARIZER=none: the text itself); "builtin": an earlier
+    # release's summarizer (recomputed by the maintenance pass). No summary with "extractive": the text is its own.
     summary_by: str | None = None
     gist: str | None = None
     tier: Tier

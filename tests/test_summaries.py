@@ -368,6 +368,27 @@ def test_the_old_summarizers_summaries_are_recomputed(sessions) -> None:  # type
     assert fill_builtin_summaries(sessions, tenant) == 0
 
 
+def test_with_llm_the_maintenance_pass_asks_the_model(sessions) -> None:  # type: ignore[no-untyped-def]
+    from memsvc.lifecycle.decay import fill_builtin_summaries
+
+    tenant = new_tenant(sessions)
+    multi = "Hey Mel! Haha, thanks so much! Bob hates cilantro and eats no curry. He is planning a trip to Japan."
+    with sessions() as s, s.begin():  # written under MEMSVC_SUMMARIZER=llm: nothing stored yet
+        turn = insert_memory(s, tenant, multi, at=T0)
+        one = insert_memory(s, tenant, "Today Bob said: Bob is planning a trip to Japan.", at=T0)
+    down = LLMSummarizer(LiteLLMGateway("gpt-4o-mini", max_retries=0, mock_response="litellm.RateLimitError"))
+    assert fill_builtin_summaries(sessions, tenant, summarizer=down) == 0  # out of reach: left for the next pass
+    model = LLMSummarizer(LiteLLMGateway("gpt-4o-mini", mock_response=json.dumps(
+        {"summary": "Bob hates cilantro and curry and plans a Japan trip."})))
+    assert fill_builtin_summaries(sessions, tenant, summarizer=model) == 2
+    assert model.llm.usage.calls == 1  # one sentence is not sent
+    with sessions() as s:
+        assert (s.get(Memory, turn.id).summary, s.get(Memory, turn.id).summary_by) == (
+            "Bob hates cilantro and curry and plans a Japan trip.", "gpt-4o-mini")
+        assert (s.get(Memory, one.id).summary, s.get(Memory, one.id).summary_by) == (None, "gpt-4o-mini")
+    assert fill_builtin_summaries(sessions, tenant, summarizer=model) == 0
+
+
 def test_contexts_never_offer_the_old_summaries() -> None:
     from memsvc.retrieval.context import piece_of
     from memsvc.retrieval.settings import RetrievalSettings
