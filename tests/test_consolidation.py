@@ -81,7 +81,7 @@ def test_new_fact_duplicate_contradiction_as_of_and_rerun(engine, sessions) -> N
     assert job.result["llm_usage"]["calls"] == 1 and job.result["llm_usage"]["total_tokens"] > 0
     a_boston, a_dog = sorted(semantic(sessions, tenant), key=lambda m: m.content != "Melanie lives in Boston.")
     assert a_boston.valid_from == MAY and a_boston.metadata_["fact"] == {
-        "subject": "melanie", "attribute": "lives_in", "value": "boston"}
+        "subject": "melanie", "attribute": "residence", "value": "boston"}  # lives_in: the old name
     with sessions() as s:
         links = set(s.execute(select(MemoryLink.src_id, MemoryLink.dst_id, MemoryLink.relation)
                               .where(MemoryLink.tenant_id == tenant)).tuples())
@@ -269,6 +269,22 @@ def test_builtin_consolidation_is_idempotent(engine, sessions) -> None:  # type:
     second = consolidate_job(ctx, scope, reprocess=True)
     assert second.status == "succeeded" and second.result["created"] == [] and second.result["links_added"] == 0
     assert sorted(m.content for m in semantic(sessions, tenant)) == sorted(texts)
+
+
+def test_a_fact_stored_under_an_old_attribute_name_is_closed_by_its_new_slot(engine, sessions) -> None:  # type: ignore[no-untyped-def]
+    tenant = new_tenant(sessions)
+    scope = ConsolidationScope(tenant, "melanie")
+    with sessions() as s, s.begin():  # as the previous built-in stored it
+        old = insert_memory(s, tenant, "Melanie lives in Boston.", at=MAY, user_id="melanie", kind="semantic",
+                            embedding=[1.0] + [0.0] * 383, metadata={"fact": {
+                                "subject": "melanie", "attribute": "lives_in", "value": "boston"}})
+        insert_memory(s, tenant, "I moved to Denver.", at=AUG, user_id="melanie", metadata={"role": "user"})
+    ctx, _ = make_ctx(engine, BuiltinLLM())
+    job = consolidate_job(ctx, scope)
+    assert job.status == "succeeded" and len(job.result["superseded"]) == 1
+    with sessions() as s:
+        closed = s.get(Memory, old.id)
+        assert closed.valid_to == AUG and s.get(Memory, closed.superseded_by).content == "Melanie moved to Denver."
 
 
 def test_jobs_rows_idempotency_and_debounce(engine, sessions) -> None:  # type: ignore[no-untyped-def]

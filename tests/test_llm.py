@@ -193,7 +193,8 @@ def test_gateway_valid_json_gives_facts(spy: list[dict[str, Any]]) -> None:
     g = LiteLLMGateway("gpt-4o-mini", mock_response=GOOD)
     facts = g.extract_facts(EPISODES)
     assert [f.text for f in facts] == ["Melanie moved to Boston on 7 May 2023.", "Melanie adopted a dog."]
-    assert facts[0].key == ("melanie", "lives_in") and facts[0].value == "boston"
+    # "Lives In" (the old prompt's lives_in) is read as today's residence slot.
+    assert facts[0].key == ("melanie", "residence") and facts[0].value == "boston"
     assert facts[1].key is None and facts[1].source_ids == ["e2", "e1"]
     assert facts[1].valid_from == datetime(2023, 5, 9)  # the latest source
     assert len(spy) == 1 and spy[0]["response_format"] == {"type": "json_object"}

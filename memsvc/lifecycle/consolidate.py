@@ -36,6 +36,7 @@ from memsvc.embeddings import Embedder
 from memsvc.lifecycle.retention import initial_strength
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
 from memsvc.llm import LLM, Episode, Fact, track_usage
+from memsvc.llm.gateway import canonical_attribute
 from memsvc.models import Memory, MemoryLink
 from memsvc.scoping import MemoryScope
 
@@ -210,7 +211,7 @@ def _apply(
             subject_col.in_(subjects), Memory.metadata_["fact"]["attribute"].astext.is_not(None),
         ).order_by(Memory.valid_from)):
             fact_meta = (row.metadata_ or {}).get("fact") or {}
-            current[(fact_meta["subject"], fact_meta["attribute"])] = row
+            current[(fact_meta["subject"], canonical_attribute(fact_meta["attribute"]))] = row
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     ordered = sorted(merged.items(), key=lambda kv: (kv[1][0].valid_from or now, kv[0]))
     for i, (h, (fact, vector)) in enumerate(ordered):
@@ -334,7 +335,7 @@ def rederive(
                 ).where(MemoryLink.src_id == memory_id, Memory.tenant_id == tenant_id).order_by(Memory.occurred_at)))
             facts = llm.extract_facts([_episode(m) for m in sources]) if sources else []
             meta = (derived.metadata_ or {}).get("fact") or {}
-            key = (meta.get("subject"), meta.get("attribute")) if meta.get("attribute") else None
+            key = (meta.get("subject"), canonical_attribute(meta["attribute"])) if meta.get("attribute") else None
             same = [f for f in facts if content_hash(f.text) == derived.content_hash
                     or (key is not None and f.key == key and f.value == meta.get("value"))]
             slot = [f for f in facts if key is not None and f.key == key]

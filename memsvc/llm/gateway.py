@@ -95,6 +95,15 @@ CANONICAL_ATTRIBUTES: dict[str, str] = {
 }
 
 
+# Names earlier releases stored (the old built-in and prompt), read as today's so their facts stay in
+# the same slot: a new "residence" closes a stored "lives_in".
+ATTRIBUTE_ALIASES: dict[str, str] = {"lives_in": "residence", "works_at": "employer"}
+
+
+def canonical_attribute(name: str) -> str:
+    return ATTRIBUTE_ALIASES.get(name, name)
+
+
 def normalize_key(text: str) -> str:
     """Lowercase words separated by single spaces; keeps apostrophes ("melanie's sister")."""
     text = text.lower().replace("\u2019", "'")
@@ -391,7 +400,7 @@ class LiteLLMGateway(UsageMeter):
                 facts.append(Fact(
                     text=f.text.strip(),
                     subject=normalize_key(f.subject),
-                    attribute=normalize_attribute(f.attribute) if f.attribute else None,
+                    attribute=canonical_attribute(normalize_attribute(f.attribute)) if f.attribute else None,
                     value=normalize_key(f.value) if f.attribute and f.value else None,
                     source_ids=list(dict.fromkeys(f.source_ids)),
                     confidence=f.confidence,
