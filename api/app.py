@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from api.errors import error_response, install_error_handlers
-from api.routes import admin, chat, context, dashboard, health, jobs, lifecycle, memories, search
+from api.routes import admin, chat, context, dashboard, health, jobs, lifecycle, memories, search, sparse
 from memsvc import __version__
 from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
@@ -21,7 +21,7 @@ from memsvc.embeddings import Embedder, get_embedder
 from memsvc.lifecycle.usage import UsageRecorder
 
 ROUTERS = [health.router, memories.router, search.router, admin.router, context.router, jobs.router, lifecycle.router,
-           dashboard.router, chat.router]
+           dashboard.router, chat.router, sparse.router]
 
 
 def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:

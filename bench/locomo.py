@@ -47,6 +47,13 @@ KS = (5, 10, 20)
 # Lever variants: RetrievalSettings changes on top of the defaults, compared on the hybrid mode.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    # The learned-sparse (SPLADE-tiny) list as a third RRF list (memsvc/sparse_encoder.py), and its weight.
+    "splade": {"learned_sparse_k": 60},
+    "splade-w0.5": {"learned_sparse_k": 60, "learned_sparse_weight": 0.5},
+    "splade-w1.5": {"learned_sparse_k": 60, "learned_sparse_weight": 1.5},
+    "splade-w2": {"learned_sparse_k": 60, "learned_sparse_weight": 2.0},
+    "splade-k100": {"learned_sparse_k": 100},
+    "splade-no-bm25": {"learned_sparse_k": 60, "sparse_weight": 0.5},
     "facts-as-pointers": {"facts_as_pointers": True},
     "no-neighbours": {"neighbour_hits": 0},
     "rrf-k-60": {"rrf_k": 60},

@@ -185,7 +185,34 @@ def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
     with ctx.sessions() as session, session.begin():
         text_stats = refresh_text_stats(session, tenant_id)
-    return {**report.as_dict(), "text_stats": text_stats, "builtin_summaries_filled": summarized}
+    return {**report.as_dict(), "text_stats": text_stats, "builtin_summaries_filled": summarized,
+            **_fill_sparse(ctx, tenant_id, max_rows=ctx.settings.sparse_fill_per_pass)}
+
+
+def _fill_sparse(ctx: RunContext, tenant_id: uuid.UUID, *, max_rows: int | None = None, reencode: bool = False,
+                 job_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Learned-sparse vectors for memories without one (memsvc.sparse_backfill); nothing when the channel is off."""
+    from memsvc.sparse_backfill import fill_sparse
+    from memsvc.sparse_encoder import get_sparse_encoder
+
+    encoder = get_sparse_encoder()
+    if encoder is None:
+        return {"sparse_encoded": 0}
+
+    def progress(done: int) -> None:
+        if job_id is not None:
+            with ctx.sessions() as session, session.begin():
+                jobs.merge_result(session, job_id, {"sparse_encoded": done})
+
+    done = fill_sparse(ctx.sessions, tenant_id, encoder, max_rows=max_rows, reencode=reencode, progress=progress)
+    return {"sparse_encoded": done, "sparse_model": encoder.name}
+
+
+@handler("sparse_backfill")
+def _sparse_backfill(ctx: RunContext, job: JobView) -> dict[str, Any]:
+    """Every memory of the tenant without a learned-sparse vector (or, with params.reencode, another model's)."""
+    assert job.tenant_id is not None
+    return _fill_sparse(ctx, job.tenant_id, reencode=bool(job.params.get("reencode")), job_id=job.id)
 
 
 @handler("rederive")
