@@ -16,8 +16,9 @@ sentence cut at "St.". The rules now:
   ends in a colon is glued to the next one.
 - A unit is filler when every word of it is packaging (greetings, thanks, interjections, "That's so
   cool!", in a few languages) give or take a name being addressed ("Hey Mel!"). Filler is dropped
-  whole. A text of up to three statements keeps all of them; a longer one keeps the statements that
-  cover most of its words (names and numbers first) down to about 60% of its length.
+  whole. A text of up to three statements keeps all of them; a longer one drops, one at a time, the
+  statements that add the fewest words not said elsewhere (names and numbers count more), only until
+  the rest is at most 75% of the text.
 - No summary (None) when nothing was dropped (one statement, or only statements), when no statement is
   left, or when what is left is more than 75% of the text: the verbatim text is then the best summary.
 
@@ -32,8 +33,7 @@ import re
 from dataclasses import dataclass
 
 MAX_SHARE = 0.75  # a summary longer than this share of the text's characters is not worth a second copy
-LONG_TEXT_STATEMENTS = 4  # from this many statements on, the least informative ones are dropped too
-SELECT_SHARE = 0.6  # ... down to about this share of the body
+LONG_TEXT_STATEMENTS = 4  # from this many statements on, the least informative ones may be dropped too
 MAX_HEAD_WORDS = 6  # a lead-in before a colon longer than this is a sentence, not a lead-in
 MAX_FILLER_WORDS = 10
 MIN_WORDS = 9  # texts of 8 words or fewer are their own summary (gateway.SHORT_TEXT_WORDS)
@@ -74,7 +74,7 @@ proud love loved me same here care take later soon again then there there's you'
 are doing up with anything new going well all please beautiful lovely wonderful fantastic fun sweet
 incredible impressive inspiring exciting interesting neat brilliant perfect adorable cute gorgeous
 stunning terrific excellent delightful fascinating hilarious funny idea news telling sharing letting
-asking know
+asking know from glad great
 hallo servus moin danke dankeschön vielen dank ja jo nein toll klasse prima genau klar ach na tschüss
 ciao bis bald später gut sehr schön echt wirklich das ist klingt wie geht's geht es dir gerne bitte
 привет здравствуй здравствуйте спасибо большое да нет ого ух ты вау ой ах ну ага угу круто здорово
@@ -348,22 +348,23 @@ def faithful_summary(text: str) -> str | None:
     statements = [i for i, body in enumerate(bodies) if not all(is_filler(u.text) for u in groups[i])]
     if not statements:
         return None
+    limit = MAX_SHARE * len(_normal(text))
+
+    def joined(kept: list[int]) -> str:
+        return _join(text, ([head] if head else []) + [spans[i] for i in kept])
+
     kept = statements
-    if len(statements) >= LONG_TEXT_STATEMENTS:
-        budget = SELECT_SHARE * sum(len(_normal(b)) + 1 for b in bodies)
-        chosen: list[int] = []
-        used = 0
-        for k in _ranked([bodies[i] for i in statements]):
-            size = len(_normal(bodies[statements[k]])) + 1
-            if chosen and used + size > budget:
-                continue
-            chosen.append(statements[k])
-            used += size
-        kept = sorted(chosen)
+    if len(statements) >= LONG_TEXT_STATEMENTS and len(joined(kept)) > limit:
+        # Drop the statements that add the fewest new words, one at a time, only until the rest is
+        # materially shorter: a summary loses as little as it can.
+        order = [statements[k] for k in _ranked([bodies[i] for i in statements])]
+        while len(order) > 1 and len(joined(sorted(order))) > limit:
+            order.pop()
+        kept = sorted(order)
     if len(kept) == len(groups):
         return None  # nothing to leave out: the text is its own summary
-    summary = _join(text, ([head] if head else []) + [spans[i] for i in kept])
-    return summary if len(summary) <= MAX_SHARE * len(_normal(text)) else None
+    summary = joined(kept)
+    return summary if len(summary) <= limit else None
 
 
 def _gist_token(word: str) -> str:
