@@ -27,42 +27,9 @@ def _wordset(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-STOP = _wordset("""a about above after again against all also am an and any are aren't as at be because
-been before being below between both but by can can't could couldn't did didn't do does doesn't doing
-don't down during each few for from further had hadn't has hasn't have haven't having he he'd he'll
-he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if in into is isn't it
-it's its itself just let's me more most my myself nor of off on once only or other ought our ours
-ourselves out over own same she she'd she'll she's should so some such than that that's the their
-theirs them themselves then there there's these they they'd they'll they're they've this those through
-to too under until up very was wasn't we we'd we'll we're we've were weren't what what's when when's
-where where's which while who who's whom why why's will with won't would wouldn't you you'd you'll
-you're you've your yours yourself yourselves really like get got gonna yeah oh wow okay ok well
-actually lot lots thing things""")
-NEGATIONS = frozenset({"not", "no", "never", "n't", "nor", "without"})
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
           "october", "november", "december")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-_SENT_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
-_ABBREV = re.compile(r"\b(Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|approx)\.$", re.I)
-_TOKEN = re.compile(r"[$€£]?\d[\d,.:%]*[A-Za-z]*|[A-Za-z][A-Za-z'-]*")
-
-
-def split_sentences(text: str) -> list[str]:
-    parts: list[str] = []
-    for piece in _SENT_SPLIT.split(text.replace("\u2019", "'").strip()):
-        piece = " ".join(piece.split())
-        if not piece:
-            continue
-        if parts and _ABBREV.search(parts[-1]):
-            parts[-1] += " " + piece
-        else:
-            parts.append(piece)
-    return parts
-
-
-def _content(tokens: Sequence[str]) -> list[str]:
-    return [t for t in tokens if t.lower() not in STOP and (len(t) > 1 or t.isdigit())]
 
 
 # ---------------------------------------------------------------------------------------------
