@@ -157,13 +157,19 @@ def start_service(tmp: Path) -> tuple[Any, Any, str]:
     return app, TestClient(app), root
 
 
-def new_tenant(client: Any, root: str, name: str) -> tuple[dict[str, str], str]:
+def new_tenant(client: Any, root: str, name: str, language: str | None = None) -> tuple[dict[str, str], str]:
+    """A tenant and a key for it; `language` is its full-text language (what a user who knows their
+    memories are English would set; unset, full text parses them with `simple`)."""
     h = {"Authorization": f"Bearer {root}"}
     tenant = client.post("/v1/admin/tenants", json={"name": name}, headers=h)
     tenant.raise_for_status()
-    key = client.post("/v1/admin/keys", headers=h, json={"scopes": ["read", "write"], "tenant_id": tenant.json()["id"]})
+    key = client.post("/v1/admin/keys", headers=h, json={"scopes": ["read", "write", "admin"],
+                                                         "tenant_id": tenant.json()["id"]})
     key.raise_for_status()
-    return {"Authorization": f"Bearer {key.json()['key']}"}, tenant.json()["id"]
+    headers = {"Authorization": f"Bearer {key.json()['key']}"}
+    if language:
+        client.put("/v1/policy/retrieval", json={"language": language}, headers=headers).raise_for_status()
+    return headers, tenant.json()["id"]
 
 
 def consolidate_all(app: Any, convs: list[dict[str, Any]]) -> None:
@@ -201,8 +207,9 @@ def ndcg(ranked: list[str], gold: set[str], k: int = 10) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple[int, ...]) -> dict[str, Any]:
-    """Per-question records for one ranking mode under the app's current retrieval settings."""
+def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple[int, ...],
+             recipe: str = "general") -> dict[str, Any]:
+    """Per-question records for one ranking mode under one retrieval recipe."""
     records = []
     lat_search: list[float] = []
     lat_context: list[float] = []
@@ -212,7 +219,7 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
             gold = set(qa["gold"])
             t = time.perf_counter()
             r = client.post("/v1/search", headers=headers, json={
-                "query": qa["question"], "limit": max(KS), "mode": mode, "kinds": ["episodic"]})
+                "query": qa["question"], "limit": max(KS), "mode": mode, "kinds": ["episodic"], "recipe": recipe})
             lat_search.append((time.perf_counter() - t) * 1e3)
             r.raise_for_status()
             ranked = [id_to_dia.get(h["memory"]["id"], "?") for h in r.json()["hits"]]
@@ -223,7 +230,8 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
             for budget in budgets:
                 t = time.perf_counter()
                 r = client.post("/v1/context", headers=headers, json={
-                    "query": qa["question"], "budget_tokens": budget, "model": "cl100k_base", "mode": mode})
+                    "query": qa["question"], "budget_tokens": budget, "model": "cl100k_base", "mode": mode,
+                    "recipe": recipe})
                 if budget == 1024:
                     lat_context.append((time.perf_counter() - t) * 1e3)
                 r.raise_for_status()
@@ -287,7 +295,11 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out", default=None, help="write all numbers to this JSON file")
     parser.add_argument("--conversations", type=int, default=None, help="only the first N conversations")
     parser.add_argument("--modes", default="hybrid,sparse,dense", help="ranking modes (default all three)")
+    parser.add_argument("--recipes", default="general,conversation",
+                        help="recipes the hybrid mode is measured with (the baselines use the first)")
     parser.add_argument("--variants", default="", help=f"lever variants on hybrid: {','.join(VARIANTS)} or 'all'")
+    parser.add_argument("--variant-base", default="general", help="the recipe the variants change")
+    parser.add_argument("--language", default="english", help="the tenants' full-text language ('' = unset: simple)")
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     parser.add_argument("--state-dir", default=None, help="keep the database and ingest here and reuse them on the "
                         "next run (for iterating; default: a temporary directory, removed at the end)")
@@ -300,8 +312,6 @@ def main() -> None:
 
     torch.set_num_threads(args.torch_threads)
     budgets = tuple(int(b) for b in args.budgets.split(","))
-    from memsvc.retrieval.settings import DEFAULT_SETTINGS
-
     data = json.loads(Path(args.data).read_text())[: args.conversations]
     results: dict[str, Any] = {"data": args.data, "conversations": len(data), "modes": {}, "variants": {}}
     with tempfile.TemporaryDirectory(prefix="memsvc-locomo-") as tmp:
@@ -322,7 +332,8 @@ def main() -> None:
             for sample in data if not convs else []:
                 turns = turns_of(sample)
                 known = {t["dia_id"] for t in turns}
-                headers, tenant_id = new_tenant(client, root, f"locomo-{sample['sample_id']}-{uuid.uuid4().hex[:6]}")
+                headers, tenant_id = new_tenant(client, root, f"locomo-{sample['sample_id']}-{uuid.uuid4().hex[:6]}",
+                                                args.language or None)
                 ids = ingest(client, headers, turns)
                 n_turns += len(turns)
                 questions = []
@@ -341,16 +352,19 @@ def main() -> None:
             if ingest_s > 1:
                 print(f"ingest: {n_turns} turns in {ingest_s:.1f} s ({n_turns / ingest_s:.0f}/s)")
 
-            for mode in [m for m in args.modes.split(",") if m]:
-                app.state.retrieval_settings = DEFAULT_SETTINGS
+            recipes = [r for r in args.recipes.split(",") if r]
+            runs = [(mode, recipe) for mode in args.modes.split(",") if mode
+                    for recipe in (recipes if mode == "hybrid" else recipes[:1])]
+            for mode, recipe in runs:
                 t = time.perf_counter()
-                ev = evaluate(client, convs, mode, budgets)
+                ev = evaluate(client, convs, mode, budgets, recipe)
                 summary = summarise(ev["records"], budgets)
                 lat = {"search_p50": pct(ev["latency_search_ms"], .5), "search_p95": pct(ev["latency_search_ms"], .95),
                        "context_p50": pct(ev["latency_context_ms"], .5),
                        "context_p95": pct(ev["latency_context_ms"], .95)}
-                results["modes"][mode] = {"summary": summary, "latency_ms": lat, "records": ev["records"]}
-                name = {"hybrid": "memsvc hybrid (default settings)", "sparse": "BM25 only", "dense": "dense only"}
+                label = f"{mode}:{recipe}" if mode == "hybrid" else mode
+                results["modes"][label] = {"summary": summary, "latency_ms": lat, "records": ev["records"]}
+                name = {"hybrid": f"memsvc hybrid, recipe {recipe}", "sparse": "BM25 only", "dense": "dense only"}
                 print_table(f"{name.get(mode, mode)}: ER/any/AC in % at cl100k budgets, search recall in % "
                             f"({time.perf_counter() - t:.0f} s)", summary, budgets)
                 print(f"latency (ms, in-process TestClient, incl. query embedding): search p50 {lat['search_p50']:.1f} "
@@ -361,15 +375,14 @@ def main() -> None:
             if names:
                 rows = []
                 for name in names:
-                    app.state.retrieval_settings = DEFAULT_SETTINGS.with_(**VARIANTS[name])
-                    ev = evaluate(client, convs, "hybrid", budgets)
+                    app.state.retrieval.recipes.derive(f"variant-{name}", args.variant_base, name, **VARIANTS[name])
+                    ev = evaluate(client, convs, "hybrid", budgets, f"variant-{name}")
                     summary = summarise(ev["records"], budgets)
                     results["variants"][name] = {"settings": VARIANTS[name], "summary": summary}
                     o = summary["overall"]
                     rows.append([name] + [o[f"ER@{b}"] for b in budgets] + [o[f"AC@{b}"] for b in budgets]
                                 + [o["R@10"]] + [summary[str(c)]["ER@1024"] for c in CATEGORIES])
                     print(f"variant {name}: ER@1024 {o['ER@1024']:.1f}", flush=True)
-                app.state.retrieval_settings = DEFAULT_SETTINGS
                 head = (["variant"] + [f"ER@{b}" for b in budgets] + [f"AC@{b}" for b in budgets] + ["R@10"]
                         + [f"ER@1024 c{c}" for c in CATEGORIES])
                 print("\nLevers (hybrid, overall unless a category is named)")

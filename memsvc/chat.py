@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
 from memsvc.errors import MemsvcError
-from memsvc.retrieval.context import ContextQuery, build_context
+from memsvc.retrieval.context import ContextQuery
 from memsvc.retrieval.search import SearchFilters
-from memsvc.retrieval.settings import DEFAULT_SETTINGS
+from memsvc.retrieval.service import RetrievalService, query_from_messages
 from memsvc.schemas import MemoryCreate
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
@@ -80,6 +80,8 @@ class MemsvcOptions(BaseModel):
     remember: bool = Field(default=True, description="Write the user turn and the answer back as memories.")
     context_model: str | None = Field(
         default=None, max_length=200, description="Tokenizer to budget with (default: the request's model).")
+    recipe: str | None = Field(default=None, min_length=1, max_length=100,
+                               description="Retrieval recipe (GET /v1/recipes); default: the tenant's policy.")
 
 
 class _Message(BaseModel):
@@ -178,11 +180,9 @@ def parse_request(body: bytes) -> ChatRequest:
     )
 
 
-def query_text(messages: list[dict[str, Any]], turns: int = 3, max_chars: int = 4000) -> str:
-    """What to look up: the latest user turns (the last one weighs most: it comes last and is whole)."""
-    texts = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
-    text = "\n".join(t for t in texts[-turns:] if t.strip())
-    return text[-max_chars:]
+def query_text(messages: list[dict[str, Any]]) -> str:
+    """What to look up: the same rule as /v1/context's messages (the latest user turns)."""
+    return query_from_messages((str(m.get("role")), message_text(m.get("content"))) for m in messages)
 
 
 @dataclass
@@ -193,8 +193,10 @@ class Context:
     tokenizer: str = ""
 
 
-def build(session: Session, scope: MemoryScope, embedder: Embedder, req: ChatRequest) -> Context:
-    """The memory context for this conversation, within the budget under the target model's tokenizer.
+def build(service: RetrievalService, session: Session, scope: MemoryScope, embedder: Embedder,
+          req: ChatRequest) -> Context:
+    """The memory context for this conversation, within the budget under the target model's tokenizer:
+    the same service, recipe choice and reinforcement as /v1/context.
 
     Memories are looked up across the user's and agent's sessions (long-term memory), not only this one.
     """
@@ -209,7 +211,10 @@ def build(session: Session, scope: MemoryScope, embedder: Embedder, req: ChatReq
         query=query_text(req.messages), budget=options.budget_tokens, counter=counter,
         filters=SearchFilters(user_id=options.user_id, agent_id=options.agent_id),
     )
-    built = build_context(session, scope, embedder, query, DEFAULT_SETTINGS)
+    try:
+        built, _ = service.context(session, scope, embedder, query, recipe=options.recipe)
+    except MemsvcError as exc:
+        raise ChatError.from_memsvc(exc) from None
     return Context(built.context, built.token_count, [c.piece.id for c in built.chosen], counter.name)
 
 
@@ -294,10 +299,9 @@ def check_writable(scope: MemoryScope, req: ChatRequest) -> None:
             raise ChatError.from_memsvc(exc) from None
 
 
-def remember_turns(store: MemoryStore, req: ChatRequest, answer: str, used: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Store the last user turn and the answer (episodic), reinforce what the context used. Caller commits."""
-    from memsvc.lifecycle.feedback import reinforce_used
-
+def remember_turns(store: MemoryStore, req: ChatRequest, answer: str) -> list[uuid.UUID]:
+    """Store the last user turn and the answer as episodic memories. Caller commits. (What the context used
+    is reinforced by the retrieval service, as for /v1/context.)"""
     stored: list[uuid.UUID] = []
     if req.options.remember:
         o = req.options
@@ -318,6 +322,4 @@ def remember_turns(store: MemoryStore, req: ChatRequest, answer: str, used: list
         ]
         if items:
             stored = [m.id for m in store.add_batch(items)]
-    if used:
-        reinforce_used(store.session, store.scope, used)
     return stored

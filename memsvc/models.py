@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 EMBEDDING_DIM = 384  # the column's dimension; changing models of another size is a re-embed migration
@@ -93,8 +93,10 @@ class Memory(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict, server_default="{}")
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
+    # How full text parses this memory (migration 0009): the tenant's language when it was written.
+    fts_config: Mapped[str] = mapped_column(REGCONFIG, server_default="simple")
     search_tsv: Mapped[Any] = mapped_column(
-        TSVECTOR, Computed("to_tsvector('english', content)", persisted=True), deferred=True
+        TSVECTOR, Computed("to_tsvector(fts_config, content)", persisted=True), deferred=True
     )
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM), nullable=True, deferred=True)
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -7,6 +7,7 @@ mock_response added), so the request still goes through litellm, sync and stream
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,8 +99,11 @@ def test_completion_uses_memory_and_writes_the_exchange_back(chat_server, model,
         ("user", "Suggest a dinner recipe for me tonight."), ("assistant", ANSWER)}
     assert all(m["user_id"] == "ivan" and m["kind"] == "episodic" for m in turns)
     assert sorted(report["memories_stored"]) == sorted(m["id"] for m in turns)
-    used = client.get(f"/v1/memories/{seeded}", headers=auth(key)).json()
-    assert used["access_count"] == 1  # using a memory in a context reinforces it
+    # Using a memory in a context reinforces it (the retrieval service's batch, written within a second).
+    deadline = time.monotonic() + 10
+    while client.get(f"/v1/memories/{seeded}", headers=auth(key)).json()["access_count"] != 1:
+        assert time.monotonic() < deadline, "the memory the context used was not reinforced"
+        time.sleep(0.2)
 
 
 def test_streaming_answer_is_sent_as_sse_and_remembered(chat_server, model, client, key) -> None:  # type: ignore[no-untyped-def]

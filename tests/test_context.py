@@ -248,11 +248,9 @@ def test_neighbours_and_linked_sources_join_with_their_reasons(client, key, engi
     assert fact["id"] in reasons and made[2]["id"] in reasons
     assert "next to a hit" in reasons[made[1]["id"]] or "vector" in reasons[made[1]["id"]]
     # As pointers, the fact leaves the context and its source carries its weight.
-    client.app.state.retrieval_settings = RetrievalSettings(facts_as_pointers=True)
-    try:
-        body = _ctx(client, key, query="Which market did Ana visit in Zanzibar?", budget_tokens=400)
-    finally:
-        client.app.state.retrieval_settings = None
+    client.app.state.retrieval.recipes.derive("test-pointers", "general", "facts as pointers", facts_as_pointers=True)
+    body = _ctx(client, key, query="Which market did Ana visit in Zanzibar?", budget_tokens=400,
+                recipe="test-pointers")
     ids = {i["id"] for i in body["items"]}
     assert fact["id"] not in ids and made[2]["id"] in ids
 

@@ -135,29 +135,29 @@ def test_search_stays_right_after_writes_and_deletes_with_stale_statistics(clien
     tenant = tenant_of_key(sessions, key)
     with sessions() as s, s.begin():
         fulltext.refresh_text_stats(s, tenant)
-    client.app.state.retrieval_settings = RetrievalSettings(sparse_exact_max_rows=0, sparse_pool_target=5)
-    try:
-        def top(query: str) -> list[str]:
-            r = client.post("/v1/search", json={"query": query, "mode": "sparse", "limit": 5}, headers=auth(key))
-            assert r.status_code == 200, r.text
-            return [h["memory"]["content"] for h in r.json()["hits"]]
+    client.app.state.retrieval.recipes.derive("test-pruned", "general", "statistics path, small pool target",
+                                              sparse_exact_max_rows=0, sparse_pool_target=5)
+    def top(query: str) -> list[str]:
+        r = client.post("/v1/search", json={"query": query, "mode": "sparse", "limit": 5, "recipe": "test-pruned"},
+                        headers=auth(key))
+        assert r.status_code == 200, r.text
+        return [h["memory"]["content"] for h in r.json()["hits"]]
 
-        assert top("Caroline pottery")[0].startswith("Caroline went to the pottery")
-        # Written after the recount: a word the statistics never saw, and more of a counted one.
-        new = [{"content": "Melanie painted a lighthouse at sunrise."},
-               {"content": "A kiln needs careful cooling, said the potter."}]
-        assert client.post("/v1/memories/batch", json={"items": new}, headers=auth(key)).status_code == 201
-        assert top("lighthouse")[0] == "Melanie painted a lighthouse at sunrise."
-        assert set(top("kiln")[:2]) == {"The old kiln in the garden was cold.",
-                                        "A kiln needs careful cooling, said the potter."}
-        # Deleted after the recount: gone from results, and the rest still ranks by its rare words.
-        pottery = client.post("/v1/search", json={"query": "pottery", "mode": "sparse"}, headers=auth(key))
-        gone = pottery.json()["hits"][0]["memory"]["id"]
-        assert client.delete(f"/v1/memories/{gone}", headers=auth(key)).status_code in (200, 204)
-        assert all("pottery" not in c for c in top("Caroline pottery"))
-        assert top("tea kiln weather")[0].startswith(("The old kiln", "A kiln"))
-    finally:
-        client.app.state.retrieval_settings = None
+    assert top("Caroline pottery")[0].startswith("Caroline went to the pottery")
+    # Written after the recount: a word the statistics never saw, and more of a counted one.
+    new = [{"content": "Melanie painted a lighthouse at sunrise."},
+           {"content": "A kiln needs careful cooling, said the potter."}]
+    assert client.post("/v1/memories/batch", json={"items": new}, headers=auth(key)).status_code == 201
+    assert top("lighthouse")[0] == "Melanie painted a lighthouse at sunrise."
+    assert set(top("kiln")[:2]) == {"The old kiln in the garden was cold.",
+                                    "A kiln needs careful cooling, said the potter."}
+    # Deleted after the recount: gone from results, and the rest still ranks by its rare words.
+    pottery = client.post("/v1/search", json={"query": "pottery", "mode": "sparse", "recipe": "test-pruned"},
+                          headers=auth(key))
+    gone = pottery.json()["hits"][0]["memory"]["id"]
+    assert client.delete(f"/v1/memories/{gone}", headers=auth(key)).status_code in (200, 204)
+    assert all("pottery" not in c for c in top("Caroline pottery"))
+    assert top("tea kiln weather")[0].startswith(("The old kiln", "A kiln"))
 
 
 def test_decay_job_recounts_text_statistics(engine, sessions) -> None:  # type: ignore[no-untyped-def]

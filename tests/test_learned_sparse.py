@@ -119,7 +119,8 @@ def test_search_with_the_channel_on_finds_what_full_text_misses(client, key) -> 
     bm25 = client.post("/v1/search", json={"query": "cat", "mode": "sparse"}, headers=auth(key))
     assert bm25.status_code == 200, bm25.text
     assert ids[0] not in [h["memory"]["id"] for h in bm25.json()["hits"]]
-    off = client.post("/v1/search", json={"query": "cat"}, headers=auth(key)).json()
+    recipes.derive("test-no-splade", "general", "learned sparse off", learned_sparse_k=0)
+    off = client.post("/v1/search", json={"query": "cat", "recipe": "test-no-splade"}, headers=auth(key)).json()
     assert all(h["learned_sparse_rank"] is None and "learned_sparse" not in h["signals"] for h in off["hits"])
     on = client.post("/v1/search", json={"query": "cat", "recipe": "test-splade"}, headers=auth(key))
     assert on.status_code == 200, on.text

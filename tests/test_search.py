@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import update
 
 from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, with_priors, with_session_context
+from memsvc.retrieval.recipes import CONVERSATION
 from memsvc.retrieval.settings import RetrievalSettings
-from memsvc.turns import speaker_of
 from tests.conftest import auth
 
 # ---- pure policy ---------------------------------------------------------------------------------
@@ -60,8 +60,6 @@ def test_equal_scores_go_to_the_better_word_match_not_to_the_id() -> None:
 
 
 def test_turns_of_the_one_person_the_query_names_come_first() -> None:
-    assert speaker_of("[8 May 2023] Caroline: I went to the support group.") == "Caroline"
-    assert speaker_of("Mary Ann: hi") == "Mary Ann" and speaker_of("no speaker here: x") is None
     assert named_in("What did Caroline's sister research?") >= {"Caroline", "What"}
 
     def turns() -> list[Ranked]:
@@ -69,7 +67,7 @@ def test_turns_of_the_one_person_the_query_names_come_first() -> None:
                 Ranked(uuid.uuid4(), dense_rank=3, sparse_rank=3, speaker="Caroline"),
                 Ranked(uuid.uuid4(), dense_rank=2, sparse_rank=1)]  # not a turn
 
-    s = RetrievalSettings()
+    s = CONVERSATION.settings
     about_caroline = fuse(turns(), s, named_in("What did Caroline research?"))
     assert about_caroline[0].speaker == "Caroline" and "named_speaker" in about_caroline[0].signals
     assert about_caroline[0].score == pytest.approx(sum(about_caroline[0].signals.values()))
@@ -80,7 +78,7 @@ def test_turns_of_the_one_person_the_query_names_come_first() -> None:
 
 
 def test_priors_demote_short_turns_other_speakers_and_sessions_without_the_words() -> None:
-    s = RetrievalSettings()
+    s = CONVERSATION.settings
 
     def ordered(query: str, *cands: Ranked, settings: RetrievalSettings = s) -> list[Ranked]:
         named = named_in(query)
@@ -115,7 +113,7 @@ def test_priors_demote_short_turns_other_speakers_and_sessions_without_the_words
 
 
 def test_a_hit_in_a_session_of_several_good_hits_beats_an_equal_hit_alone() -> None:
-    s = RetrievalSettings()
+    s = CONVERSATION.settings
     lone = Ranked(uuid.uuid4(), dense_rank=4, session_id="s2")
     clustered = [Ranked(uuid.uuid4(), dense_rank=r, sparse_rank=r, session_id="s1") for r in (1, 2)]
     peer = Ranked(uuid.uuid4(), dense_rank=4, session_id="s1")
@@ -130,7 +128,7 @@ def test_a_hit_in_a_session_of_several_good_hits_beats_an_equal_hit_alone() -> N
 
 
 def test_mmr_drops_exact_and_near_duplicates_and_says_of_what() -> None:
-    s = RetrievalSettings()
+    s = CONVERSATION.settings
     v = np.ones(8, dtype=np.float32)
     w = np.arange(8, dtype=np.float32)
     a = Ranked(uuid.uuid4(), score=3, content_hash="h1", embedding=v)
@@ -281,11 +279,8 @@ def test_near_stopwords_leave_the_full_text_pool() -> None:
 def test_pseudo_relevance_feedback_searches_again_from_the_first_hits(client, key) -> None:  # type: ignore[no-untyped-def]
     ids = _seed(client, key)
     plain = _search(client, key, query="Which dog did Bob adopt?")
-    client.app.state.retrieval_settings = RetrievalSettings(prf_docs=2, prf_weight=0.5)
-    try:
-        moved = _search(client, key, query="Which dog did Bob adopt?")
-    finally:
-        client.app.state.retrieval_settings = None
+    client.app.state.retrieval.recipes.derive("test-prf", "general", "PRF on", prf_docs=2, prf_weight=0.5)
+    moved = _search(client, key, query="Which dog did Bob adopt?", recipe="test-prf")
     assert moved["hits"][0]["memory"]["id"] == ids[FACTS[1][0]]
     # The second pass moved the query vector: the dense similarities are not the first pass's.
     first = {h["memory"]["id"]: h["dense_similarity"] for h in plain["hits"]}
@@ -295,11 +290,9 @@ def test_pseudo_relevance_feedback_searches_again_from_the_first_hits(client, ke
 
 def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: ignore[no-untyped-def]
     ids = _seed(client, key)
-    client.app.state.retrieval_settings = RetrievalSettings(graph_scan_min_rows=0, graph_scan_min_share=0.0)
-    try:
-        forced = _search(client, key, query="Which dog did Bob adopt?", mode="dense")
-    finally:
-        client.app.state.retrieval_settings = None
+    client.app.state.retrieval.recipes.derive("test-graph", "general", "always the graph walk",
+                                              graph_scan_min_rows=0, graph_scan_min_share=0.0)
+    forced = _search(client, key, query="Which dog did Bob adopt?", mode="dense", recipe="test-graph")
     assert forced["hits"][0]["memory"]["id"] == ids[FACTS[1][0]] and forced["hits"][0]["dense_rank"] == 1
 
 
@@ -316,16 +309,14 @@ def test_a_reply_is_found_through_the_turn_it_answers(client, make_tenant) -> No
         {"content": text, "session_id": sid, "user_id": user, "occurred_at": f"2024-03-03T10:00:0{i}Z"}
         for i, (sid, user, text) in enumerate(turns)]}).json()["items"]
     ids = [m["id"] for m in made]
-    hits = _search(client, key, query="Zanzibar market souvenirs", mode="sparse", limit=10)["hits"]
+    hits = _search(client, key, query="Zanzibar market souvenirs", mode="sparse", limit=10,
+                   recipe="conversation")["hits"]
     found = [h["memory"]["id"] for h in hits]
     assert found[0] == ids[0] and ids[1] in found and ids[4] in found
     assert ids[2] not in found  # a neighbour only within its own session
-    client.app.state.retrieval_settings = RetrievalSettings(sparse_neighbour_weight=0.0)
-    try:
-        plain = [h["memory"]["id"] for h in _search(client, key, query="Zanzibar market souvenirs", mode="sparse",
-                                                    limit=10)["hits"]]
-    finally:
-        client.app.state.retrieval_settings = None
+    # The general recipe does not assume conversations: no spread.
+    plain = [h["memory"]["id"] for h in _search(client, key, query="Zanzibar market souvenirs", mode="sparse",
+                                                limit=10)["hits"]]
     assert ids[1] not in plain and ids[4] not in plain
 
 

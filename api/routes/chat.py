@@ -60,13 +60,13 @@ def chat_completions(
         principal.require("write" if req.options.remember else "read")
         store = get_store(request, session, principal)
         chat.check_writable(store.scope, req)
-        context = chat.build(session, store.scope, store.embedder, req)
+        context = chat.build(request.app.state.retrieval, session, store.scope, store.embedder, req)
         session.commit()  # end the read transaction: the model call may take a while
         result = chat.complete(_backend(request), req, chat.with_context(req.messages, context.text))
         if req.stream:
             return _stream(request, req, result, context)
         response = chat.dump(result)
-        stored = chat.remember_turns(store, req, chat.answer_text(response), context.used)
+        stored = chat.remember_turns(store, req, chat.answer_text(response))
         session.commit()
     except chat.ChatError as exc:
         return _error(exc)
@@ -111,7 +111,7 @@ def _stream(request: Request, req: chat.ChatRequest, result: Any, context: chat.
         with request.app.state.sessions() as session:
             try:
                 store = get_store(request, session, get_principal(request.headers.get("authorization"), session))
-                stored = chat.remember_turns(store, req, "".join(collected), context.used)
+                stored = chat.remember_turns(store, req, "".join(collected))
                 session.commit()
             except Exception as exc:
                 session.rollback()

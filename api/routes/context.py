@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from api.deps import get_store, requires
-from memsvc.retrieval.context import SECTIONS, ContextQuery, build_context
+from memsvc.retrieval.context import SECTIONS, ContextQuery
 from memsvc.retrieval.schemas import (
     ContextItem,
     ContextRequest,
@@ -14,7 +14,6 @@ from memsvc.retrieval.schemas import (
     context_query_text,
     to_search_filters,
 )
-from memsvc.retrieval.settings import DEFAULT_SETTINGS
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
 from memsvc.tokens import counter_for_request
@@ -26,7 +25,8 @@ router = APIRouter(prefix="/v1", tags=["context"])
     "Packs the most valuable memories for the query into at most `budget_tokens` tokens of `model`'s "
     "tokenizer: each memory at most once, at verbatim, summary or gist fidelity (a multiple-choice knapsack), "
     "rendered profile first, then facts, then episodes in time order under their dates. `token_count` is the "
-    "exact count of `context`; `items` says what went in and why, `left_out` what did not and why."
+    "exact count of `context`; `items` says what went in and why, `left_out` what did not and why. The "
+    "recipe (`recipe`; GET /v1/recipes) ranks the candidates; the memories used are reinforced."
 ))
 def context(
     request: ContextRequest, http: Request,
@@ -38,10 +38,9 @@ def context(
         filters=to_search_filters(request), sections=tuple(request.sections or SECTIONS), fmt=request.format,
         mode=request.mode, max_candidates=request.max_candidates,
     )
-    settings = getattr(http.app.state, "retrieval_settings", None) or DEFAULT_SETTINGS
-    built = build_context(store.session, store.scope, store.embedder, query, settings)
-    # Using a memory in a context reinforces it: recorded here, written in the next batch (off this request).
-    http.app.state.usage.record(store.scope, [c.piece.id for c in built.chosen])
+    # Using a memory in a context reinforces it: the service records it, written in the next batch.
+    built, recipe = http.app.state.retrieval.context(store.session, store.scope, store.embedder, query,
+                                                     recipe=request.recipe)
     return ContextResult(
         context=built.context, token_count=built.token_count, budget_tokens=request.budget_tokens,
         model=request.model, tokenizer=counter.name, exact=counter.exact,
@@ -50,5 +49,6 @@ def context(
                            reason=c.piece.reason + (" (derived on the fly)" if c.fidelity in c.piece.derived else ""))
                for c in built.chosen],
         left_out=[LeftOut(id=p.id, score=round(p.score, 6), reason=why) for p, why in built.left_out],
+        recipe=recipe.name,
         timings_ms={k: round(v, 3) for k, v in built.timings.items()},
     )

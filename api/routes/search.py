@@ -6,11 +6,8 @@ from fastapi import APIRouter, Depends, Request
 
 from api.deps import Presenter, get_presenter, get_store, requires
 from memsvc.retrieval.schemas import Duplicate, SearchHit, SearchRequest, SearchResult, to_search_filters
-from memsvc.retrieval.search import search as run_search
-from memsvc.retrieval.settings import DEFAULT_SETTINGS
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal
-from memsvc.validation import check_text
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -18,17 +15,16 @@ router = APIRouter(prefix="/v1", tags=["search"])
 @router.post("/search", response_model=SearchResult, description=(
     "Ranked memories for a query. Candidates come from the HNSW vector index and BM25 over full text "
     "(within the key's scope and the filters), fused by reciprocal rank with small retention and importance "
-    "terms, near-duplicates removed. `signals` says how much each signal added to `score`."
+    "terms, near-duplicates removed, as the recipe says (`recipe`; GET /v1/recipes). `signals` says how much "
+    "each signal added to `score`."
 ))
 def search(
     request: SearchRequest, http: Request, _: Principal = Depends(requires("read")),
     store: MemoryStore = Depends(get_store), present: Presenter = Depends(get_presenter),
 ) -> SearchResult:
-    query = check_text(request.query, "query")
-    # app.state.retrieval_settings: one RetrievalSettings for the whole app (benchmarks swap it).
-    settings = getattr(http.app.state, "retrieval_settings", None) or DEFAULT_SETTINGS
-    outcome = run_search(store.session, store.scope, store.embedder, query, to_search_filters(request),
-                         request.limit, settings, mode=request.mode)
+    outcome, recipe = http.app.state.retrieval.search(
+        store.session, store.scope, store.embedder, request.query, to_search_filters(request), request.limit,
+        mode=request.mode, recipe=request.recipe)
     full = {m.id: m for m in store.get_many([h.id for h in outcome.hits])}
     return SearchResult(
         hits=[
@@ -39,5 +35,5 @@ def search(
             for h in outcome.hits if h.id in full
         ],
         duplicates_removed=[Duplicate(id=d.id, duplicate_of=of) for d, of in outcome.duplicates],
-        timings_ms={k: round(v, 3) for k, v in outcome.timings.items()},
+        recipe=recipe.name, timings_ms={k: round(v, 3) for k, v in outcome.timings.items()},
     )

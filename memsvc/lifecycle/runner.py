@@ -179,13 +179,10 @@ def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
     report = run_decay(ctx.sessions, tenant_id, _now(job.params), llm=ctx.llm(), settings=ctx.settings,
                        on_orphans=lambda s, ids: schedule_rederive(s, ctx.queue, tenant_id, ids))
     summarized = fill_builtin_summaries(ctx.sessions, tenant_id)
-    # The same periodic pass recounts the tenant's full-text statistics (BM25 document frequencies of
-    # large scopes come from them instead of a count over the scope per query).
-    from memsvc.retrieval.fulltext import refresh_text_stats
-
-    with ctx.sessions() as session, session.begin():
-        text_stats = refresh_text_stats(session, tenant_id)
-    return {**report.as_dict(), "text_stats": text_stats, "builtin_summaries_filled": summarized,
+    # The same periodic pass re-parses memories still in another full-text language than the tenant's
+    # (stragglers of a language change) and recounts the tenant's full-text statistics (BM25 document
+    # frequencies of large scopes come from them instead of a count over the scope per query).
+    return {**report.as_dict(), **_reindex_fulltext(ctx, tenant_id), "builtin_summaries_filled": summarized,
             **_fill_sparse(ctx, tenant_id, max_rows=ctx.settings.sparse_fill_per_pass)}
 
 
@@ -213,6 +210,25 @@ def _sparse_backfill(ctx: RunContext, job: JobView) -> dict[str, Any]:
     """Every memory of the tenant without a learned-sparse vector (or, with params.reencode, another model's)."""
     assert job.tenant_id is not None
     return _fill_sparse(ctx, job.tenant_id, reencode=bool(job.params.get("reencode")), job_id=job.id)
+
+
+def _reindex_fulltext(ctx: RunContext, tenant_id: uuid.UUID) -> dict[str, Any]:
+    from memsvc.retrieval.fulltext import refresh_text_stats
+    from memsvc.retrieval.language import realign
+
+    with ctx.sessions() as session, session.begin():
+        reparsed = realign(session, tenant_id)
+    with ctx.sessions() as session, session.begin():
+        text_stats = refresh_text_stats(session, tenant_id)
+    return {"fulltext_reparsed": reparsed, "text_stats": text_stats}
+
+
+@handler("reindex_fulltext")
+def _reindex(ctx: RunContext, job: JobView) -> dict[str, Any]:
+    """After a tenant changed its language: its memories re-parsed, its statistics recounted (idempotent:
+    a second run finds nothing to re-parse)."""
+    assert job.tenant_id is not None
+    return _reindex_fulltext(ctx, job.tenant_id)
 
 
 @handler("rederive")

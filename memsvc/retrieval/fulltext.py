@@ -86,6 +86,22 @@ def prune_common(terms: list[str], freqs: dict[str, float], max_freq: float) -> 
     return kept or [min(terms, key=lambda t: freqs.get(t, 0.0))]
 
 
+def rarest(session: Session, tenant_id: uuid.UUID, terms: list[str], k: int,
+           cap: int = DEFAULT_SETTINGS.sparse_df_count_cap) -> list[str]:
+    """The k query terms in the fewest of the tenant's memories, ties to the longer term. For long queries:
+    keeping the alphabetically first k terms of a pasted paragraph kept its "a..." words and lost what it
+    was about. Document frequencies come from the tenant's recounted statistics; a term not in them (too
+    rare to be kept, or no recount yet) is counted, up to `cap` rows (cheap: it is rare, or the tenant small)."""
+    found = session.execute(text("""
+        SELECT t.lexeme, coalesce(ls.df, (SELECT count(*) FROM (SELECT 1 FROM memories m WHERE m.tenant_id = :t
+                                          AND m.search_tsv @@ t.q::tsquery LIMIT :cap) AS hits)) AS df
+        FROM unnest(CAST(:terms AS text[]), CAST(:queries AS text[])) AS t(lexeme, q)
+        LEFT JOIN lexeme_stats ls ON ls.tenant_id = :t AND ls.lexeme = t.lexeme"""),
+        {"t": tenant_id, "terms": list(terms), "queries": [_quote(x) for x in terms], "cap": int(cap)})
+    df = {row.lexeme: int(row.df) for row in found}
+    return sorted(terms, key=lambda t: (df.get(t, 0), -len(t), t))[:k]
+
+
 def idf(df: float, n: float) -> float:
     return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 

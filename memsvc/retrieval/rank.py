@@ -29,7 +29,8 @@ class Ranked:
     importance: float = 0.5
     content_hash: str | None = None
     embedding: np.ndarray | None = None
-    speaker: str | None = None  # who said it, for a conversation turn ("Caroline: ...")
+    speaker: str | None = None  # who said it: the memory's metadata "speaker", as the writer set it
+    role: str | None = None  # metadata "role" (user / assistant / tool / ...): it is a turn of a conversation
     session_id: str | None = None
     lexemes: int = 0  # distinct full-text lexemes of the text (length(search_tsv))
     sparse_raw: float | None = None  # its own BM25, before neighbours' shares were added
@@ -124,7 +125,7 @@ def with_priors(ranked: Sequence[Ranked], settings: RetrievalSettings,
     nearly all of it (+4.7 @10, +3.1 @30, +2.5 @60 in the offline replica, pool 100) and lean less on
     a property of one data set):
 
-    - `length`: length_weight x ln(1 + distinct lexemes), for conversation turns (a speaker is known):
+    - `length`: length_weight x ln(1 + distinct lexemes), for conversation turns (a speaker or role is set):
       a short "Thanks!" sits near any question in vector space and is almost never what the question
       needs. Notes and facts do not get it: among a handful of them it would outweigh meaning.
     - `other_speaker`: -other_speaker_penalty for a turn said by someone else when the query names one
@@ -141,7 +142,7 @@ def with_priors(ranked: Sequence[Ranked], settings: RetrievalSettings,
         if c.session_id and c.sparse_raw:
             session_best[c.session_id] = max(session_best.get(c.session_id, 0.0), c.sparse_raw)
     for c in ranked:
-        if settings.length_weight and c.lexemes > 0 and c.speaker:
+        if settings.length_weight and c.lexemes > 0 and (c.speaker or c.role):
             c.signals["length"] = settings.length_weight * math.log1p(c.lexemes)
         if speakers_named and c.speaker and c.speaker.split()[0] not in speakers_named:
             c.signals["other_speaker"] = -settings.other_speaker_penalty

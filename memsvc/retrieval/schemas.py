@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memsvc.retrieval.search import SearchFilters
+from memsvc.retrieval.service import query_from_messages
 from memsvc.schemas import Kind, MemoryOut
 from memsvc.validation import check_text
 
@@ -36,6 +37,9 @@ class RetrievalFilters(BaseModel):
     include_superseded: bool = Field(default=False, description="Also return superseded / expired memories.")
     include_archived: bool = Field(default=False, description="Also return archived memories.")
     mode: Mode = Field(default="hybrid", description="hybrid (default), or one signal alone: dense / sparse.")
+    recipe: str | None = Field(default=None, min_length=1, max_length=100, description=(
+        "The retrieval recipe to rank with (GET /v1/recipes); default: the tenant's policy, else the "
+        "deployment's (`general`)."))
 
 
 class SearchRequest(RetrievalFilters):
@@ -67,6 +71,7 @@ class Duplicate(BaseModel):
 class SearchResult(BaseModel):
     hits: list[SearchHit]
     duplicates_removed: list[Duplicate] = Field(default_factory=list)
+    recipe: str = Field(description="The recipe that ranked these hits.")
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -121,6 +126,7 @@ class ContextResult(BaseModel):
     exact: bool = Field(description="False when the model is unknown and a conservative counter was used.")
     items: list[ContextItem]
     left_out: list[LeftOut]
+    recipe: str = Field(description="The recipe that ranked the candidates.")
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -143,9 +149,8 @@ def to_search_filters(request: RetrievalFilters) -> SearchFilters:
     )
 
 
-def context_query_text(request: ContextRequest, max_chars: int = 4000) -> str:
-    """The query, or else the latest messages (newest last), cut to max_chars from the end."""
+def context_query_text(request: ContextRequest) -> str:
+    """The query, or else what the conversation asks (the same rule as the chat endpoint's)."""
     if request.query and request.query.strip():
         return check_text(request.query, "query")
-    text = "\n".join(m.content for m in (request.messages or [])[-4:] if m.content.strip())
-    return check_text(text[-max_chars:], "messages")
+    return check_text(query_from_messages((m.role, m.content) for m in request.messages or []), "messages")

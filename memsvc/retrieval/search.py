@@ -31,13 +31,12 @@ from memsvc.errors import InvalidInput
 from memsvc.lifecycle import archive
 from memsvc.lifecycle.retention import retention_at
 from memsvc.models import Memory
-from memsvc.retrieval import adjacency, fulltext, sqltext
+from memsvc.retrieval import adjacency, fulltext, language, sqltext
 from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, with_priors, with_session_context
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.retrieval.sqltext import Where
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseEncoder, SparseVector, get_sparse_encoder, sparse_text
-from memsvc.turns import speaker_of
 
 Mode = Literal["hybrid", "dense", "sparse"]
 MAX_QUERY_TERMS = 32  # a pasted document as a query must not build a 1,000-column statement
@@ -145,20 +144,23 @@ class Prepared:
     planner: tuple[str, str]  # enable_bitmapscan, enable_seqscan as they were (a graph scan puts them back)
 
 
-def prepare(session: Session, query_text: str, settings: RetrievalSettings) -> Prepared:
+def prepare(session: Session, tenant_id: uuid.UUID, query_text: str, settings: RetrievalSettings) -> Prepared:
     """One round trip: HNSW scan settings for this transaction, the planner switches a graph scan turns
-    off (to put them back), and the query's lexemes (the stored tsvector's text-search configuration)."""
-    row = sqltext.rows(session, """
+    off (to put them back), and the query's lexemes (parsed in the tenant's full-text language)."""
+    row = sqltext.rows(session, f"""
         SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true) AS iterative,
                set_config('hnsw.ef_search', %(p_ef)s, true) AS ef,
                set_config('plan_cache_mode', 'force_custom_plan', true) AS plans,
                current_setting('enable_bitmapscan') AS bitmap, current_setting('enable_seqscan') AS seq,
-               tsvector_to_array(to_tsvector('english', %(p_q)s)) AS terms""",
+               tsvector_to_array(to_tsvector({language.QUERY_CONFIG_SQL}, %(p_q)s)) AS terms""",
         # pgvector 0.8 iterative scan: keep walking the graph until enough rows pass the scope filters.
         # Custom plans: psycopg prepares a statement after 5 runs, and Postgres may then switch to a generic
         # plan that knows neither the query vector nor the terms (measured: 8 ms custom vs 170 ms generic).
-        p_ef=str(max(int(settings.hnsw_ef_search), int(settings.dense_k))), p_q=query_text)[0]
-    return Prepared(sorted(row.terms or [])[:MAX_QUERY_TERMS], (row.bitmap, row.seq))
+        p_ef=str(max(int(settings.hnsw_ef_search), int(settings.dense_k))), p_q=query_text, p_tenant=tenant_id)[0]
+    terms = list(row.terms or [])
+    if len(terms) > MAX_QUERY_TERMS:  # a pasted document: its rarest words say what it is about
+        terms = fulltext.rarest(session, tenant_id, terms, MAX_QUERY_TERMS)
+    return Prepared(sorted(terms), (row.bitmap, row.seq))
 
 
 _TABLE_TTL_SECONDS = 300.0
@@ -305,7 +307,7 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
              learned(id, ls) AS (SELECT * FROM unnest(%(p_learned_ids)s::uuid[], %(p_learned_s)s::float8[])),
              ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned)
         SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, length(m.search_tsv) AS lexemes,
-               m.embedding::halfvec AS vector
+               m.embedding::halfvec AS vector, m.metadata->>'speaker' AS speaker, m.metadata->>'role' AS role
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
         LEFT JOIN learned ON learned.id = ids.id
@@ -323,8 +325,8 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
             learned_sparse_score=None if row.ls is None else float(row.ls),
             retention=retention_at(now, row.last_accessed_at, row.strength, settings.tau0_seconds),
             importance=float(row.importance), content_hash=row.content_hash, embedding=_unpacked(row.vector),
-            speaker=speaker_of(row.content), session_id=row.session_id, lexemes=int(row.lexemes or 0),
-            sparse_raw=lists.own_bm25.get(row.id),
+            speaker=_label(row.speaker), role=_label(row.role), session_id=row.session_id,
+            lexemes=int(row.lexemes or 0), sparse_raw=lists.own_bm25.get(row.id),
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
                                         key=lambda c: (-c.dense_similarity, c.id)), start=1):  # type: ignore[operator]
@@ -336,6 +338,11 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
                                         key=lambda c: (-c.learned_sparse_score, c.id)), start=1):  # type: ignore[operator]
         c.learned_sparse_rank = position
     return ranked, memories
+
+
+def _label(value: str | None) -> str | None:
+    """A speaker or role as the writer set it in metadata ("" and whitespace: none)."""
+    return value.strip() or None if value else None
 
 
 def _unpacked(sent: bytes | None) -> np.ndarray | None:
@@ -408,7 +415,7 @@ def search(
     pool_settings = settings.with_(dense_k=max(settings.dense_k, limit),
                                    sparse_k=max(settings.sparse_k, limit) if mode == "sparse" else settings.sparse_k)
     where = sqltext.where_of(session, clauses)
-    prepared = prepare(session, query_text, pool_settings)
+    prepared = prepare(session, scope.tenant_id, query_text, pool_settings)
     sparse, own_bm25 = (None, {}) if mode == "dense" else sparse_list(
         session, scope, clauses, where, prepared.terms, filters, pool_settings)
     waited = time.perf_counter()

@@ -2,6 +2,7 @@
 
 Nothing in memsvc.retrieval hard-codes a tuning number: search, rank and context all read a
 `RetrievalSettings`, so a benchmark or a tenant can change one field and know it reaches every step.
+The defaults are the `general` recipe; named recipes (`recipes.py`) are these settings with a name.
 """
 
 from __future__ import annotations
@@ -74,23 +75,21 @@ class RetrievalSettings:
     learned_sparse_weight: float = 1.0  # the learned-sparse list's RRF weight (when learned_sparse_k > 0)
     # Added to the (0..1-normalised) relevance: small, so they order near-ties and do not
     # override relevance. Retention is the forgetting curve's R, importance the stored 0..1.
+    # Conversation signals, all off here (the `general` recipe); the `conversation` recipe
+    # (memsvc/retrieval/recipes.py) turns them on, with what each gained on LoCoMo. A memory's speaker and
+    # role are its metadata `speaker` / `role`, never parsed from its text.
     # A turn spoken by the one person the query names, with a full-text match: relevance x (1 + this).
-    # LoCoMo (8 conversations, offline replica): 0.5 -> +2.0, 1.0 -> +2.4 points of recall@30; 3.0 and
-    # more start to lose.
-    speaker_boost: float = 1.0
+    speaker_boost: float = 0.0
     # A turn's BM25 plus this share of its session neighbours' (search._spread_to_neighbours).
-    sparse_neighbour_weight: float = 0.5
+    sparse_neighbour_weight: float = 0.0
     # Session context: + weight x mean score of the best `session_top` candidates of the same session.
-    # LoCoMo offline replica: 0.3 -> +1.6, 0.6 -> +2.0 points of recall@30 (+3.6 of recall@10).
-    session_weight: float = 0.5
+    session_weight: float = 0.0
     session_top: int = 3
     # Priors on top of the fused score (rank.with_priors; 0 turns one off), in its units (about 0..1.5).
-    # They reorder the candidate pool (dense top-k and full-text top-k), nothing outside it. Half the
-    # weights a logistic regression learned on LoCoMo with held-out conversations (0.92 / 1.37 / 1.82):
-    # offline, recall@30 76.0 -> 79.1 (79.6 at full weights), multi-hop 57.1 -> 62.6.
-    length_weight: float = 0.45  # x ln(1 + distinct lexemes), conversation turns only
-    other_speaker_penalty: float = 0.7
-    session_text_weight: float = 0.9
+    # They reorder the candidate pool (dense top-k and full-text top-k), nothing outside it.
+    length_weight: float = 0.0  # x ln(1 + distinct lexemes), turns with a speaker or role only
+    other_speaker_penalty: float = 0.0
+    session_text_weight: float = 0.0
     retention_weight: float = 0.05
     importance_weight: float = 0.05
     tau0_seconds: float = 30 * 86_400.0

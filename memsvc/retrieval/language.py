@@ -1,0 +1,51 @@
+"""Which language full text parses a tenant's memories in (Postgres text-search configurations).
+
+A memory's `fts_config` is set when it is written (a BEFORE INSERT trigger, migration 0009, so every
+write path agrees), from the tenant's retrieval policy `language`
+(`simple` when the tenant has not said: it lower-cases and splits words in any script, without stemming
+or stop words, so it never parses German as English). Queries are parsed with the tenant's language in
+the same statement that reads it (`QUERY_CONFIG_SQL`). When a tenant changes its language, `realign`
+re-parses its memories (a `reindex_fulltext` job, and every maintenance pass for stragglers).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+UNKNOWN = "simple"
+# The tenant's configuration as SQL, for %(p_tenant)s: a name that is no configuration (a hand-edited
+# policy, a dropped dictionary) falls back to `simple` instead of failing the search.
+QUERY_CONFIG_SQL = """coalesce((SELECT c.oid::regconfig FROM tenants t JOIN pg_ts_config c
+                        ON c.cfgname = t.policy->'retrieval'->>'language' WHERE t.id = %(p_tenant)s),
+                      'simple'::regconfig)"""
+_TENANT_CONFIG = """coalesce((SELECT c.cfgname::text FROM tenants t JOIN pg_ts_config c
+                        ON c.cfgname = t.policy->'retrieval'->>'language' WHERE t.id = :t), 'simple')"""
+
+
+def available(session: Session) -> list[str]:
+    """The text-search configurations this database has (english, german, russian, simple, ...)."""
+    return sorted(session.scalars(text("SELECT cfgname::text FROM pg_ts_config")))
+
+
+def tenant_config(session: Session, tenant_id: uuid.UUID) -> str:
+    """The configuration new memories of the tenant are parsed with."""
+    return str(session.scalar(text(f"SELECT {_TENANT_CONFIG}"), {"t": tenant_id}))
+
+
+def realign(session: Session, tenant_id: uuid.UUID, batch: int = 5_000) -> int:
+    """Re-parse the tenant's memories whose configuration is not the tenant's (in batches, each its own
+    statement, so a large tenant does not hold one long lock). Returns how many were re-parsed."""
+    total = 0
+    while True:
+        done = session.execute(text(f"""
+            WITH cfg AS (SELECT {_TENANT_CONFIG}::regconfig AS c),
+                 todo AS (SELECT m.id FROM memories m, cfg WHERE m.tenant_id = :t AND m.fts_config <> cfg.c
+                          LIMIT :n FOR UPDATE SKIP LOCKED)
+            UPDATE memories m SET fts_config = cfg.c FROM todo, cfg WHERE m.id = todo.id"""),
+            {"t": tenant_id, "n": batch}).rowcount
+        total += max(done or 0, 0)
+        if not done or done < batch:
+            return total
