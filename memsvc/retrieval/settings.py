@@ -106,14 +106,12 @@ class RetrievalSettings:
     # and a flatter curve lets several short low hits outbid one long top hit (power 2: +2.5 ER@1024).
     rank_value_power: float = 2.0
     fidelity_values: dict[str, float] = field(default_factory=_fidelity_values)
-    # Built-in fidelities (deterministic, memsvc.llm.summary for chat turns) offered for memories that have
-    # none made by a demotion (texts of more than a few words; shorter ones are their own summary). The
-    # built-in summary is stored when a memory is written (memories.summary_by = "builtin"); memories
-    # written before that (migration 0006) have theirs derived on the fly, cached per text, until the
-    # hourly pass fills them in. Summaries keep a turn's statements in ~64% of its tokens: LoCoMo
-    # (3 conversations) +5.0 ER@512, +2.0 ER@1024, AC +1.0 / +0.3. Gists stay stored-only: on the fly
-    # they cost 1 point of ER@1024 (they crowd out verbatim text). Stored summaries and gists
-    # (lifecycle demotion, LLM) are always offered.
+    # Fidelities derived on the fly (the configured summarizer, memsvc.llm.summarizer) for memories that
+    # have none stored yet (written before their summary was made, or under an old summarizer). The
+    # extractive summary is stored when a memory is written (memories.summary_by = "extractive"); it keeps
+    # whole sentences only, and a text with nothing to drop has none (it is its own summary). Gists stay
+    # stored-only: on the fly they cost 1 point of ER@1024 (they crowd out verbatim text). Stored
+    # summaries and gists (lifecycle demotion, LLM) are always offered.
     derive_fidelities: tuple[str, ...] = ("summary",)
     profile_limit: int = 20  # profile/core memories considered for every context
     profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs

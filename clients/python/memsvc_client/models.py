@@ -169,7 +169,7 @@ class Memory(_Response):
     kind: Kind
     content: str
     summary: str | None = None
-    summary_by: str | None = None  # "builtin" or the LLM model that made the summary
+    summary_by: str | None = None  # "extractive" or the LLM model that made the summary
     gist: str | None = None
     tier: Tier
     user_id: str | None = None
