@@ -51,7 +51,9 @@ from memsvc_client.models import (
     NewMemory,
     Policy,
     Readiness,
+    RecipeList,
     RetentionCurve,
+    RetrievalPolicy,
     Scope,
     ScopeSelector,
     SearchQuery,
@@ -316,6 +318,33 @@ class _Api:
         if not fields:
             raise invalid("update_policy needs at least one field to change")
         return Call("PATCH", "/v1/policy", parse_model(Policy), json=fields)
+
+    @endpoint
+    def recipes(self) -> Call[RecipeList]:
+        """The retrieval recipes a search, a context or the tenant's policy can name."""
+        return Call("GET", "/v1/recipes", parse_model(RecipeList))
+
+    @endpoint
+    def get_retrieval_policy(self) -> Call[RetrievalPolicy]:
+        return Call("GET", "/v1/policy/retrieval", parse_model(RetrievalPolicy))
+
+    @endpoint
+    def set_retrieval_policy(self, **fields: Any) -> Call[RetrievalPolicy]:
+        """Replace the retrieval policy (recipe, language; left out: the defaults). Admin keys only."""
+        return Call("PUT", "/v1/policy/retrieval", parse_model(RetrievalPolicy), json=fields)
+
+    @endpoint
+    def update_retrieval_policy(self, **fields: Any) -> Call[RetrievalPolicy]:
+        """Change some fields of the retrieval policy. Admin keys only."""
+        if not fields:
+            raise invalid("update_retrieval_policy needs at least one field to change")
+        return Call("PATCH", "/v1/policy/retrieval", parse_model(RetrievalPolicy), json=fields)
+
+    @endpoint
+    def sparse_backfill(self, *, reencode: bool = False) -> Call[JobAccepted]:
+        """Learned-sparse vectors for the tenant's memories that lack them (a background job). Admin keys only."""
+        return Call("POST", "/v1/maintenance/sparse-backfill", parse_model(JobAccepted), json={"reencode": reencode},
+                    retry_safe=False)
 
     # ---- insight --------------------------------------------------------------------------------
     @endpoint

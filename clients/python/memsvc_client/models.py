@@ -339,6 +339,28 @@ class Policy(_Response):
     ttl_days: int | None = None
 
 
+class RetrievalPolicy(_Response):
+    """The tenant's retrieval policy: its default recipe and full-text language (None: the deployment's)."""
+
+    recipe: str | None = None
+    language: str | None = None
+    reindex_job_id: str | None = None  # set when a new language started a reindex job
+
+
+class Recipe(_Response):
+    """A named set of ranking and packing settings (GET /v1/recipes)."""
+
+    name: str
+    description: str
+    default: bool
+    tenant_default: bool
+    settings: dict[str, Any]
+
+
+class RecipeList(_Response):
+    items: list[Recipe]
+
+
 class RetentionPoint(_Response):
     t_days: float
     at: datetime

@@ -50,6 +50,11 @@ ENDPOINTS = {
     ("GET", "/v1/policy"): "get_policy",
     ("PUT", "/v1/policy"): "set_policy",
     ("PATCH", "/v1/policy"): "update_policy",
+    ("GET", "/v1/recipes"): "recipes",
+    ("GET", "/v1/policy/retrieval"): "get_retrieval_policy",
+    ("PUT", "/v1/policy/retrieval"): "set_retrieval_policy",
+    ("PATCH", "/v1/policy/retrieval"): "update_retrieval_policy",
+    ("POST", "/v1/maintenance/sparse-backfill"): "sparse_backfill",
     ("GET", "/v1/stats"): "stats",
     ("GET", "/v1/memories/{memory_id}/links"): "links",
 }
@@ -271,3 +276,13 @@ def test_example_agent_loop_remembers_across_runs(live_server, tenant_key: str) 
 
     assert "don't recall anything" in run("My favourite tea is genmaicha.")
     assert "genmaicha" in run("Which tea should I buy?")  # a new process: the memory came from the server
+
+
+def test_recipes_and_the_retrieval_policy(mem: MemsvcClient) -> None:
+    names = {r.name: r for r in mem.recipes().items}
+    assert {"general", "conversation"} <= set(names) and names["general"].default
+    chosen = mem.update_retrieval_policy(recipe="conversation")
+    assert chosen.recipe == "conversation" and chosen.reindex_job_id is None
+    assert mem.get_retrieval_policy().recipe == "conversation"
+    assert next(r for r in mem.recipes().items if r.tenant_default).name == "conversation"
+    assert mem.set_retrieval_policy().recipe is None  # PUT with nothing: back to the deployment's default
