@@ -55,7 +55,10 @@ def put_policy(session: Session, tenant_id: uuid.UUID, data: Any, *, recipes: Co
     if not isinstance(data, Mapping):
         raise InvalidInput("the retrieval policy must be a JSON object", details={"field": None})
     stored = _stored(session, tenant_id, lock=True)
-    before = RetrievalPolicy.model_validate(stored.get(POLICY_KEY) or {})
+    try:
+        before = RetrievalPolicy.model_validate(stored.get(POLICY_KEY) or {})
+    except ValidationError:  # a hand-edited row: replaced by what is sent now
+        before = RetrievalPolicy()
     try:
         policy = RetrievalPolicy.model_validate({**(before.model_dump(exclude_none=True) if merge else {}), **data})
     except ValidationError as exc:
