@@ -16,23 +16,21 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 UNKNOWN = "simple"
-# The tenant's configuration as SQL, for %(p_tenant)s: a name that is no configuration (a hand-edited
-# policy, a dropped dictionary) falls back to `simple` instead of failing the search.
-QUERY_CONFIG_SQL = """coalesce((SELECT c.oid::regconfig FROM tenants t JOIN pg_ts_config c
-                        ON c.cfgname = t.policy->'retrieval'->>'language' WHERE t.id = %(p_tenant)s),
-                      'simple'::regconfig)"""
-_TENANT_CONFIG = """coalesce((SELECT c.cfgname::text FROM tenants t JOIN pg_ts_config c
-                        ON c.cfgname = t.policy->'retrieval'->>'language' WHERE t.id = :t), 'simple')"""
+
+
+def config_sql(tenant: str) -> str:
+    """The tenant's configuration as SQL, the tenant id being the placeholder `tenant`: a name that is no
+    configuration (a hand-edited policy, a dropped dictionary) falls back to `simple` instead of failing."""
+    return (f"coalesce((SELECT c.oid::regconfig FROM tenants t JOIN pg_ts_config c ON c.cfgname = "
+            f"t.policy->'retrieval'->>'language' WHERE t.id = {tenant}), 'simple'::regconfig)")
+
+
+QUERY_CONFIG_SQL = config_sql("%(p_tenant)s")  # for the search statements (psycopg parameters)
 
 
 def available(session: Session) -> list[str]:
     """The text-search configurations this database has (english, german, russian, simple, ...)."""
     return sorted(session.scalars(text("SELECT cfgname::text FROM pg_ts_config")))
-
-
-def tenant_config(session: Session, tenant_id: uuid.UUID) -> str:
-    """The configuration new memories of the tenant are parsed with."""
-    return str(session.scalar(text(f"SELECT {_TENANT_CONFIG}"), {"t": tenant_id}))
 
 
 def realign(session: Session, tenant_id: uuid.UUID, batch: int = 5_000) -> int:
@@ -41,7 +39,7 @@ def realign(session: Session, tenant_id: uuid.UUID, batch: int = 5_000) -> int:
     total = 0
     while True:
         done = session.execute(text(f"""
-            WITH cfg AS (SELECT {_TENANT_CONFIG}::regconfig AS c),
+            WITH cfg AS (SELECT {config_sql(":t")} AS c),
                  todo AS (SELECT m.id FROM memories m, cfg WHERE m.tenant_id = :t AND m.fts_config <> cfg.c
                           LIMIT :n FOR UPDATE SKIP LOCKED)
             UPDATE memories m SET fts_config = cfg.c FROM todo, cfg WHERE m.id = todo.id"""),
