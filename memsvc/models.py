@@ -141,14 +141,21 @@ class Job(Base):
 
 
 class MemoryToken(Base):
+    """One memory's k trained input vectors for one local model (migration 0011; memsvc.memtokens)."""
+
     __tablename__ = "memory_tokens"
     memory_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)
-    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    vectors: Mapped[bytes] = mapped_column(LargeBinary)
+    model_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # name@weights-hash
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)  # float16, n_vectors x hidden size
     n_vectors: Mapped[int] = mapped_column(Integer)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     train_steps: Mapped[int] = mapped_column(Integer, default=0)
     trained_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    content_hash: Mapped[str] = mapped_column(String(64), default="")  # the memory's, when trained
+    n_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    train_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it is not verified
 
 
 class IdempotencyRecord(Base):
