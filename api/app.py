@@ -13,7 +13,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from api.errors import error_response, install_error_handlers
-from api.routes import admin, chat, context, dashboard, health, jobs, lifecycle, memories, recipes, search, sparse
+from api.routes import (
+    admin,
+    chat,
+    context,
+    dashboard,
+    health,
+    jobs,
+    lifecycle,
+    memories,
+    memtokens,
+    recipes,
+    search,
+    sparse,
+)
 from memsvc import __version__
 from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
@@ -21,9 +34,10 @@ from memsvc.embeddings import Embedder, get_embedder
 from memsvc.lifecycle.usage import UsageRecorder
 from memsvc.retrieval.recipes import load_book
 from memsvc.retrieval.service import RetrievalService
+from memsvc.memtokens.local_models import LocalModels
 
 ROUTERS = [health.router, memories.router, search.router, admin.router, context.router, jobs.router, lifecycle.router,
-           dashboard.router, chat.router, recipes.router, sparse.router]
+           dashboard.router, chat.router, recipes.router, sparse.router, memtokens.router]
 
 
 def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:
@@ -92,7 +106,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.embedder_loaded = embedder_loaded
     app.state.usage = UsageRecorder(app.state.sessions, settings.reinforce_flush_seconds)
     # One retrieval service for search, context and chat: the recipes, and reinforcement of what contexts use.
-    app.state.retrieval = RetrievalService(load_book(settings.recipe, settings.recipes_file), app.state.usage)
+    app.state.retrieval = RetrievalService(load_book(settings.recipe, settings.recipes_file), app.state.usage,
+                                           LocalModels.from_config(settings.local_models))
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 

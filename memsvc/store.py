@@ -21,6 +21,7 @@ from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
 from memsvc.lifecycle.retention import initial_strength
 from memsvc.llm.summarizer import write_summary
+from memsvc.memtokens import store as memtoken_store
 from memsvc.models import Job, Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
@@ -168,6 +169,8 @@ class MemoryStore:
             memory.summary, memory.summary_by = write_summary(memory.content, self.settings.summarizer,
                                                               self.settings.llm_model)
             memory.tier = "verbatim"
+            # Memory tokens reproduce the old text: they die with it.
+            memtoken_store.remove(self.session, self.scope.tenant_id, [memory.id])
             if "embedding" not in fields:
                 self._embed_missing([memory], [True])
             self._sparse_encode([memory])
@@ -296,6 +299,7 @@ class MemoryStore:
                 else:
                     orphaned.add(child)
         orphaned -= doomed
+        tokens = memtoken_store.count(self.session, self.scope.tenant_id, list(doomed))  # they go by cascade
         links = self.session.scalar(
             select(func.count()).select_from(MemoryLink).where(
                 (MemoryLink.src_id.in_(doomed)) | (MemoryLink.dst_id.in_(doomed))
@@ -308,5 +312,5 @@ class MemoryStore:
         self.session.flush()
         return DeletionReport(
             deleted=list(ids), derived_deleted=derived_deleted, derived_orphaned=sorted(orphaned),
-            links_removed=int(links),
+            links_removed=int(links), memory_tokens_removed=tokens,
         )

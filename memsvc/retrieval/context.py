@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
 from memsvc.llm.summarizer import EXTRACTIVE, LEGACY_BUILTIN, inline_summarizer
+from memsvc.memtokens import store as memtoken_store
+from memsvc.memtokens.marks import MarkedCounter, memory_mark
 from memsvc.models import Memory
 from memsvc.retrieval import adjacency, packing, sqltext
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
@@ -37,6 +39,7 @@ from memsvc.tokens import TokenCounter
 
 SECTION_OF_KIND = {"profile": "profile", "semantic": "facts", "procedural": "facts", "episodic": "episodes"}
 SECTIONS = ("profile", "facts", "episodes")
+TOKENS = "tokens"  # the fourth fidelity: a memory as its trained input vectors (memsvc.memtokens)
 # A tier says how much of a memory contexts may show: a demoted memory is offered at its tier or below.
 _OFFERED = {"verbatim": FIDELITIES, "summary": ("summary", "gist"), "gist": ("gist",), "archived": ("gist",)}
 _TITLES = {
@@ -57,6 +60,7 @@ class Piece:
     reason: str = ""
     derived: tuple[str, ...] = ()  # fidelities computed on the fly, not stored
     weight: float | None = None  # what it is worth to the packer (default: score)
+    token_vectors: int = 0  # a verified memory-token set of the target model: it can go in as these vectors
 
     @property
     def worth(self) -> float:
@@ -122,8 +126,9 @@ def _own_date_prefix(text: str, day: str) -> int:
 
 
 def item_line(piece: Piece, fidelity: str, fmt: str = "markdown", strip_own_date: bool = True) -> str:
-    text = " ".join(piece.texts[fidelity].split())  # one memory, one line
-    if strip_own_date and piece.section == "episodes":
+    # One memory, one line; as tokens, a marker where the local backend splices the vectors in.
+    text = memory_mark(piece.id) if fidelity == TOKENS else " ".join(piece.texts[fidelity].split())
+    if strip_own_date and piece.section == "episodes" and fidelity != TOKENS:
         text = text[_own_date_prefix(text, piece.day):] or text
     if piece.section == "facts":
         text = f"[{_human_day(piece.day)}] {text}"
@@ -168,6 +173,9 @@ def options(piece: Piece, cost: Callable[[str], int], settings: RetrievalSetting
             continue
         out.append(Chosen(piece, fidelity, tokens, piece.worth * settings.fidelity_values.get(fidelity, 0.0),
                           estimated))
+    if piece.token_vectors and "verbatim" in piece.texts:  # the whole text, in k positions (exact: counted)
+        out.append(Chosen(piece, TOKENS, cost(item_line(piece, TOKENS, fmt) + "\n"),
+                          piece.worth * settings.fidelity_values.get(TOKENS, 0.0), False))
     return [o for o in out if o.value > 0]
 
 
@@ -386,6 +394,8 @@ class ContextQuery:
     fmt: str = "markdown"
     mode: str = "hybrid"
     max_candidates: int | None = None
+    # The model_id (memsvc.memtokens) of a local model whose verified memory-token sets may stand in for texts.
+    token_model: str | None = None
 
 
 def build_context(
@@ -422,8 +432,14 @@ def build_context(
     t1 = time.perf_counter()
     pieces = [piece_of(rows[mid], shown.get(mid, 0.0), reason, settings, weight)
               for mid, (weight, reason) in scores.items()]
+    counter = q.counter
+    if q.token_model is not None:
+        sets = memtoken_store.verified_sets(session, scope, q.token_model, [p.id for p in pieces])
+        for piece in pieces:
+            piece.token_vectors = sets.get(piece.id, 0)
+        counter = MarkedCounter(q.counter, sets)  # a marker costs its memory's vectors, not its characters
     t2 = time.perf_counter()
-    result = assemble(pieces, q.budget, q.counter, settings, q.fmt)
+    result = assemble(pieces, q.budget, counter, settings, q.fmt)
     t3 = time.perf_counter()
     timings.update(candidates_ms=(t1 - t0) * 1e3, fidelities_ms=(t2 - t1) * 1e3, pack_ms=(t3 - t2) * 1e3,
                    total_ms=(t3 - t0) * 1e3)

@@ -15,7 +15,7 @@ from memsvc.validation import check_text
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Section = Literal["profile", "facts", "episodes"]
-Fidelity = Literal["verbatim", "summary", "gist"]
+Fidelity = Literal["verbatim", "summary", "gist", "tokens"]
 MAX_BUDGET_TOKENS = 1_000_000  # far beyond any model's window: a larger number is a mistake, not a wish
 
 _ID = Field(default=None, min_length=1, max_length=200)
@@ -92,6 +92,9 @@ class ContextRequest(RetrievalFilters):
     sections: list[Section] | None = Field(default=None, description="Which sections to include (default all).")
     format: Literal["markdown", "plain"] = "markdown"
     max_candidates: int | None = Field(default=None, ge=1, le=500, description="Candidates the packer weighs.")
+    memory_tokens: bool = Field(default=True, description=(
+        "For a local model (`local/<name>`): let memories with a verified memory-token set of that model go in "
+        "as their vectors (fidelity `tokens`, a marker in `context` that the local backend replaces)."))
 
     @model_validator(mode="after")
     def _needs_query(self) -> ContextRequest:
@@ -109,6 +112,8 @@ class ContextItem(BaseModel):
     score: float = Field(description="Retrieval score (fusion of signals).")
     value: float = Field(description="Value the packer credited: rank weight x fidelity value.")
     reason: str
+    vectors: int | None = Field(default=None, description=(
+        "Fidelity `tokens`: the memory went in as this many trained vectors (its marker in `context`)."))
 
 
 class LeftOut(BaseModel):
@@ -127,6 +132,8 @@ class ContextResult(BaseModel):
     items: list[ContextItem]
     left_out: list[LeftOut]
     recipe: str = Field(description="The recipe that ranked the candidates.")
+    memory_tokens_model: str | None = Field(default=None, description=(
+        "The local model identity (name@weights-hash) whose memory-token sets could stand in for texts."))
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.lifecycle.usage import UsageRecorder
+from memsvc.memtokens.local_models import LocalModels
 from memsvc.retrieval import policy
 from memsvc.retrieval.context import Assembled, ContextQuery, build_context
 from memsvc.retrieval.recipes import Recipe, RecipeBook
 from memsvc.retrieval.search import Mode, SearchFilters, SearchOutcome, search
 from memsvc.scoping import MemoryScope
+from memsvc.tokens import TokenCounter, counter_for_request
 from memsvc.validation import check_text
 
 QUERY_TURNS = 3  # the latest user turns that make a conversation's query
@@ -46,6 +48,15 @@ def query_from_messages(messages: Iterable[tuple[str, str]], max_chars: int = QU
 class RetrievalService:
     recipes: RecipeBook
     usage: UsageRecorder | None = None  # None: nothing is reinforced (benchmarks that must not change the data)
+    local_models: LocalModels = field(default_factory=lambda: LocalModels({}))  # served in-process (memtokens)
+
+    def target(self, model: str, *, memory_tokens: bool = True) -> tuple[TokenCounter, str | None]:
+        """The tokenizer a context for `model` is counted in, and, for a local model, the model_id whose
+        verified memory-token sets may stand in for texts (None: texts only)."""
+        if self.local_models.serves(model):
+            spec = self.local_models.get(model)
+            return spec.counter(), spec.identity().model_id if memory_tokens else None
+        return counter_for_request(model), None
 
     def recipe(self, session: Session, tenant_id: uuid.UUID, requested: str | None) -> Recipe:
         """The request's recipe, else the tenant's policy's, else the deployment's default."""
