@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
+from memsvc import chat_policy
 from memsvc.embeddings import Embedder
 from memsvc.errors import MemsvcError
 from memsvc.retrieval.context import ContextQuery
@@ -41,6 +42,8 @@ PASSTHROUGH = frozenset({
     "parallel_tool_calls", "response_format", "stream_options", "metadata", "reasoning_effort", "modalities",
     "prediction", "service_tier", "store", "functions", "function_call",
 })
+# Where the model is: refused unless the operator lists the base (memsvc.chat_policy).
+ROUTING = frozenset({"api_base"})
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CONTEXT_HEADER = (
     "Long-term memory (from memsvc): what you know about this user and earlier conversations. Use it when "
@@ -151,10 +154,13 @@ def parse_request(body: bytes) -> ChatRequest:
         message = f"Missing required parameter: '{param}'." if missing else f"Invalid '{param}': {error.get('msg')}."
         code = "missing_required_parameter" if missing else "invalid_value"
         raise ChatError(400, message, param=param, code=code) from None
-    unknown = sorted(set(parsed.model_extra or {}) - PASSTHROUGH)
+    unknown = sorted(set(parsed.model_extra or {}) - PASSTHROUGH - ROUTING)
     if unknown:
         raise ChatError(400, f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
                         code="unknown_parameter")
+    api_base = (parsed.model_extra or {}).get("api_base")
+    if api_base is not None and not (isinstance(api_base, str) and 0 < len(api_base) <= 2000):
+        raise ChatError(400, "Invalid 'api_base': expected a URL string.", param="api_base", code="invalid_value")
     for i, message in enumerate(parsed.messages):
         if message.role not in ROLES:
             raise ChatError(400, f"Invalid value: '{message.role}'. Supported values are: "
@@ -178,6 +184,17 @@ def parse_request(body: bytes) -> ChatRequest:
         model=parsed.model, messages=[m.model_dump(exclude_none=True) for m in parsed.messages],
         stream=parsed.stream, options=options, params=dict(parsed.model_extra or {}),
     )
+
+
+def check_target(req: ChatRequest, policy: chat_policy.ChatPolicy, in_process: Iterable[str] = ()) -> None:
+    """Before any memory is read: refuse a model (or api_base) this server must not call, such as one that
+    would send the prompt and its memory context to a local port. `in_process`: models memsvc runs itself."""
+    in_process = frozenset(in_process)
+    target = chat_policy.Target(req.model) if req.model in in_process else chat_policy.resolve(
+        req.model, req.params.get("api_base"))
+    refused = chat_policy.refusal(target, policy, in_process)
+    if refused is not None:
+        raise ChatError(400, refused.message, param=refused.param, code=refused.code)
 
 
 def query_text(messages: list[dict[str, Any]]) -> str:

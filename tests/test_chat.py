@@ -194,12 +194,12 @@ def test_invalid_json_and_unknown_model(chat_server, model, key) -> None:  # typ
     response = httpx.post(f"{chat_server[0].url}/v1/chat/completions", content=b"{not json",
                           headers={**auth(key), "content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
-    model.answer = None  # let litellm resolve the model for real: it knows no such provider
-    with pytest.raises(openai.BadRequestError) as error:
+    with pytest.raises(openai.BadRequestError) as error:  # not in the default allow-list (tests/test_chat_policy.py)
         _openai(chat_server[0], key).chat.completions.create(
             model="no-such-provider-model", messages=[{"role": "user", "content": "hi"}],
             extra_body={"memsvc": {"remember": False}})
-    assert error.value.body["param"] == "model" and error.value.body["code"] == "model_not_found"
+    assert error.value.body["param"] == "model" and error.value.body["code"] == "model_not_allowed"
+    assert model.calls == []
 
 
 def test_hf_path_models_are_refused_before_any_file_is_read(live_server, make_tenant):

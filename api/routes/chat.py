@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import get_principal, get_session, get_store, raw_body
-from memsvc import chat
+from memsvc import chat, chat_policy
 from memsvc.errors import MemsvcError
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -26,7 +26,9 @@ _OPENAPI_BODY = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["model", "messages"], "additionalProperties": True,
         "properties": {
-            "model": {"type": "string"}, "stream": {"type": "boolean", "default": False},
+            "model": {"type": "string", "description": "Must match the server's allow-list (MEMSVC_CHAT_MODELS)."},
+            "stream": {"type": "boolean", "default": False},
+            "api_base": {"type": "string", "description": "Only a base the operator lists in MEMSVC_CHAT_API_BASES."},
             "messages": {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
                 "role": {"type": "string"}, "content": {"anyOf": [{"type": "string"}, {"type": "array"}]}}}},
             "memsvc": chat.MemsvcOptions.model_json_schema(),
@@ -44,6 +46,12 @@ def _backend(request: Request) -> chat.ChatBackend:
     return getattr(request.app.state, "chat_backend", None) or chat.litellm_completion
 
 
+def _in_process(request: Request, model: str) -> frozenset[str]:
+    # Models memsvc serves itself (`local/<name>`, no network) pass the chat policy whatever its lists say.
+    local = getattr(request.app.state.retrieval, "local_models", None)
+    return frozenset({model}) if local is not None and local.serves(model) else frozenset()
+
+
 @router.post("/chat/completions", openapi_extra=_OPENAPI_BODY, response_model=None, description=(
     "OpenAI-compatible chat completions with long-term memory. Send the OpenAI request plus an optional "
     "`memsvc` object (user_id, agent_id, session_id, budget_tokens, remember). A context of the most "
@@ -58,6 +66,7 @@ def chat_completions(
         principal = get_principal(request.headers.get("authorization"), session)
         req = chat.parse_request(body)
         principal.require("write" if req.options.remember else "read")
+        chat.check_target(req, chat_policy.from_settings(request.app.state.settings), _in_process(request, req.model))
         store = get_store(request, session, principal)
         chat.check_writable(store.scope, req)
         context = chat.build(request.app.state.retrieval, session, store.scope, store.embedder, req)
