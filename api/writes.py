@@ -25,14 +25,12 @@ def commit_write(
         return JSONResponse(payload, status_code=status_code)
     idempotency.check_key(key)
     fingerprint = idempotency.request_fingerprint(request.method, request.url.path, body)
-    stored = idempotency.replay(session, principal.tenant_id, key, fingerprint)
-    if stored is None:
-        payload = jsonable_encoder(produce())
-        if idempotency.remember(session, principal.tenant_id, key, fingerprint, status_code, payload):
-            session.commit()
-            return JSONResponse(payload, status_code=status_code)
-        # A concurrent retry with the same key won the race: drop our copy and answer with theirs.
-        session.rollback()
-        stored = idempotency.replay(session, principal.tenant_id, key, fingerprint)
-        assert stored is not None
-    return JSONResponse(stored[1], status_code=stored[0], headers={"Idempotent-Replayed": "true"})
+    ttl = request.app.state.settings.idempotency_ttl_seconds
+    stored = idempotency.claim(session, principal.tenant_id, key, fingerprint, ttl)
+    if stored is not None:
+        session.rollback()  # a replay writes nothing (and lets go of the record at once)
+        return JSONResponse(stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
+    payload = jsonable_encoder(produce())
+    idempotency.complete(session, principal.tenant_id, key, status_code, payload)
+    session.commit()
+    return JSONResponse(payload, status_code=status_code)

@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memsvc.chat_policy import HOSTED_MODELS
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEMSVC_", env_file=None, extra="ignore")
@@ -65,15 +63,12 @@ class Settings(BaseSettings):
     # Memories a context used are reinforced in batches, this often (memsvc.lifecycle.usage).
     reinforce_flush_seconds: float = Field(default=1.0, gt=0)
 
+    # How long a write's Idempotency-Key replays its first response; later, the same key is a fresh write.
+    # The maintenance pass purges expired records.
+    idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
+
     # Secret for signing pagination cursors; derived from the database identity when unset.
     cursor_secret: str | None = None
-
-    # Chat (POST /v1/chat/completions; memsvc.chat_policy): the models callers may name (glob patterns, a JSON
-    # list in the env; default: hosted providers' models), whether a model that reaches a local or private
-    # address may be called, and the base URLs callers may pass as `api_base` (these may be local).
-    chat_models: list[str] = Field(default_factory=lambda: list(HOSTED_MODELS))
-    chat_allow_local: bool = False
-    chat_api_bases: list[str] = Field(default_factory=list)
 
     log_level: str = "INFO"
 

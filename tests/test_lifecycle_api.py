@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from memsvc.queue import RecordingQueue
 from tests.conftest import auth
@@ -84,6 +85,23 @@ def test_feedback_reinforces_or_weakens(client, make_tenant) -> None:  # type: i
     other = make_tenant()
     assert client.post(f"/v1/memories/{m['id']}/feedback", json={"useful": True}, headers=auth(other)
                        ).status_code == 404
+
+
+def test_weaken_memory_says_whether_it_weakened_one(client, make_tenant, engine) -> None:  # type: ignore[no-untyped-def]
+    """Its answer comes from RETURNING: rowcount is -1 for some statements with this driver pairing (truthy)."""
+    from memsvc.db import session_scope
+    from memsvc.lifecycle.feedback import weaken_memory
+    from memsvc.lifecycle.tiers import TierPolicy
+    from memsvc.scoping import MemoryScope
+
+    key = make_tenant()
+    m = _memory(client, key, user_id="ana")
+    with session_scope(engine) as session:
+        tenant_id = session.scalar(text("SELECT tenant_id FROM memories WHERE id = :id"), {"id": m["id"]})
+        assert weaken_memory(session, MemoryScope(tenant_id), uuid.UUID(m["id"])) is True
+        assert weaken_memory(session, MemoryScope(tenant_id, user_ids=("bob",)), uuid.UUID(m["id"])) is False
+        assert weaken_memory(session, MemoryScope(uuid.uuid4()), uuid.UUID(m["id"]), policy=TierPolicy()) is False
+        assert weaken_memory(session, MemoryScope(tenant_id), uuid.uuid4()) is False
 
 
 def test_writes_schedule_one_debounced_consolidation_per_scope(client, make_tenant, recorded) -> None:  # type: ignore[no-untyped-def]

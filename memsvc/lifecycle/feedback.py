@@ -85,13 +85,15 @@ def weaken_memory(
     sooner; it is not deleted or demoted right away (the decay pass does that in its time)."""
     policy = policy or get_policy(session, scope.tenant_id)
     factor = literal(policy.negative_feedback_factor, Float)
-    result = session.execute(
+    # RETURNING, not rowcount: this driver pairing reports -1 for some statements, which is truthy.
+    weakened = session.scalar(
         update(Memory).where(*scope.where(), Memory.id == memory_id)
         .values(strength=func.greatest(literal(MIN_STRENGTH, Float), Memory.strength * factor))
+        .returning(Memory.id)
         .execution_options(synchronize_session=False)
     )
     _expire(session, [memory_id])
-    return bool(result.rowcount)
+    return weakened is not None
 
 
 def _expire(session: Session, ids: Sequence[uuid.UUID]) -> None:
