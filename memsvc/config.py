@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from memsvc.chat_policy import HOSTED_MODELS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEMSVC_", env_file=None, extra="ignore")
@@ -69,6 +71,13 @@ class Settings(BaseSettings):
 
     # Secret for signing pagination cursors; derived from the database identity when unset.
     cursor_secret: str | None = None
+
+    # Chat (POST /v1/chat/completions; memsvc.chat_policy): the models callers may name (glob patterns, a JSON
+    # list in the env; default: hosted providers' models), whether a model that reaches a local or private
+    # address may be called, and the base URLs callers may pass as `api_base` (these may be local).
+    chat_models: list[str] = Field(default_factory=lambda: list(HOSTED_MODELS))
+    chat_allow_local: bool = False
+    chat_api_bases: list[str] = Field(default_factory=list)
 
     log_level: str = "INFO"
 
