@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, func, select, text, tuple_, update
+from sqlalchemy import Engine, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -223,6 +223,16 @@ def _visible(tenant_id: uuid.UUID, user_ids: tuple[str, ...] | None, agent_ids: 
     if agent_ids is not None:
         clauses.append(Job.scope["agent_id"].astext.in_(agent_ids))
     return clauses
+
+
+def delete_about(session: Session, tenant_id: uuid.UUID, scope: dict[str, str],
+                 user_ids: tuple[str, ...] | None = None, agent_ids: tuple[str, ...] | None = None) -> list[uuid.UUID]:
+    """Delete the jobs whose scope matches every field of `scope` (erasure), among those a key restricted to
+    `user_ids`/`agent_ids` sees. Returns their ids."""
+    query = delete(Job).where(*_visible(tenant_id, user_ids, agent_ids))
+    for name, value in scope.items():
+        query = query.where(Job.scope[name].astext == value)
+    return list(session.scalars(query.returning(Job.id)))
 
 
 def get_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID,

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session, undefer
 
-from memsvc import pagination
+from memsvc import jobs, pagination
 from memsvc.config import Settings, get_settings
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
 from memsvc.lifecycle.retention import initial_strength
 from memsvc.llm.summarizer import write_summary
 from memsvc.memtokens import store as memtoken_store
-from memsvc.models import Job, Memory, MemoryLink
+from memsvc.models import Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseEncoder, encoder_for, sparsevec
@@ -261,11 +261,10 @@ class MemoryStore:
         report = self._delete_with_cascade(ids)
         if self.hooks is not None:
             self.hooks.deleted(self.session, self.scope, report)
-        # Jobs about the erased scope carry its ids in their scope/result; remove them too.
-        job_query = delete(Job).where(Job.tenant_id == self.scope.tenant_id)
-        for name, value in filters.items():
-            job_query = job_query.where(Job.scope[name].astext == value)
-        report.jobs_removed = self.session.execute(job_query).rowcount or 0
+        # Jobs about the erased scope carry its ids in their scope/result; remove them too (those this key sees).
+        removed = jobs.delete_about(self.session, self.scope.tenant_id, filters, self.scope.user_ids,
+                                    self.scope.agent_ids)
+        report.jobs_removed = len(removed)
         return report
 
     def _delete_with_cascade(self, ids: list[uuid.UUID]) -> DeletionReport:
@@ -279,10 +278,12 @@ class MemoryStore:
         orphaned: set[uuid.UUID] = set()
         frontier = set(ids)
         while frontier:
+            # Only derived memories inside the caller's scope: a key restricted to some users/agents never
+            # deletes (or names) another's row, even one derived from what it erases.
             children = set(self.session.scalars(
-                select(MemoryLink.src_id).where(
+                select(MemoryLink.src_id).join(Memory, Memory.id == MemoryLink.src_id).where(
                     MemoryLink.relation == "derived_from", MemoryLink.dst_id.in_(frontier),
-                    MemoryLink.tenant_id == self.scope.tenant_id,
+                    MemoryLink.tenant_id == self.scope.tenant_id, *self.scope.where(),
                 )
             )) - doomed
             frontier = set()
@@ -307,7 +308,7 @@ class MemoryStore:
         ) or 0
         if doomed:
             self.session.execute(
-                delete(Memory).where(Memory.tenant_id == self.scope.tenant_id, Memory.id.in_(doomed))
+                delete(Memory).where(*self.scope.where(), Memory.id.in_(doomed))
             )
         self.session.flush()
         return DeletionReport(

@@ -86,3 +86,58 @@ def test_key_restricted_to_user_ids_sees_only_those(client, make_tenant):
     assert client.get(f"/v1/memories/{bob_id}", headers=auth(admin)).status_code == 200
     # A restricted key cannot mint an unrestricted one.
     assert client.post("/v1/admin/keys", headers=auth(restricted), json={"scopes": ["read"]}).status_code == 403
+
+
+def _jobs_about(client, admin: str, user: str) -> list[str]:
+    listed = client.get("/v1/jobs", headers=auth(admin), params={"limit": 200}).json()["items"]
+    return [j["id"] for j in listed if j["scope"].get("user_id") == user]
+
+
+def test_restricted_erase_leaves_other_users_jobs_alone(client, make_tenant):
+    admin = make_tenant()
+    client.post("/v1/memories/batch", headers=auth(admin), json={"items": [
+        {"content": "carol's first note", "user_id": "carol"}, {"content": "carol's second note", "user_id": "carol"},
+        {"content": "alice's note", "user_id": "alice"},
+    ]})
+    for user in ("carol", "alice"):
+        assert client.post("/v1/consolidate", headers=auth(admin), json={"user_id": user}).status_code == 202
+    carol_jobs, alice_jobs = _jobs_about(client, admin, "carol"), _jobs_about(client, admin, "alice")
+    assert carol_jobs and alice_jobs
+    alice_key = client.post("/v1/admin/keys", headers=auth(admin),
+                            json={"scopes": ["read", "write"], "user_ids": ["alice"]}).json()["key"]
+    report = client.post("/v1/erase", headers=auth(alice_key), json={"user_id": "carol"}).json()
+    assert report["deleted"] == [] and report["jobs_removed"] == 0
+    assert _jobs_about(client, admin, "carol") == carol_jobs
+    assert len(client.get("/v1/memories", headers=auth(admin), params={"user_id": "carol"}).json()["items"]) == 2
+    # Inside its restriction the erasure is complete: alice's memories and the jobs about her go.
+    report = client.post("/v1/erase", headers=auth(alice_key), json={"user_id": "alice"}).json()
+    assert len(report["deleted"]) == 1 and report["jobs_removed"] == len(alice_jobs)
+    assert _jobs_about(client, admin, "alice") == []
+
+
+def test_restricted_erase_cascades_only_inside_the_restriction(client, make_tenant, engine):
+    """A fact derived from agent a1's episodes but stored for the user across agents (agent_id NULL) is not
+    a1's: a key restricted to a1 that erases the episodes neither deletes it nor names it."""
+    from sqlalchemy import text
+
+    from memsvc.db import session_scope
+
+    admin = make_tenant()
+    episode = client.post("/v1/memories", headers=auth(admin),
+                          json={"content": "alice met a1 in Lisbon", "user_id": "alice", "agent_id": "a1"}).json()
+    own_fact = client.post("/v1/memories", headers=auth(admin), json={
+        "content": "alice has been to Lisbon (a1)", "user_id": "alice", "agent_id": "a1", "kind": "semantic"}).json()
+    shared_fact = client.post("/v1/memories", headers=auth(admin), json={
+        "content": "alice has been to Lisbon", "user_id": "alice", "kind": "semantic"}).json()
+    with session_scope(engine) as session:
+        for fact in (own_fact, shared_fact):
+            session.execute(text(
+                "INSERT INTO memory_links (src_id, dst_id, relation, tenant_id) "
+                "SELECT :src, :dst, 'derived_from', tenant_id FROM memories WHERE id = :dst"),
+                {"src": fact["id"], "dst": episode["id"]})
+    a1_key = client.post("/v1/admin/keys", headers=auth(admin),
+                         json={"scopes": ["read", "write"], "user_ids": ["alice"], "agent_ids": ["a1"]}).json()["key"]
+    report = client.post("/v1/erase", headers=auth(a1_key), json={"user_id": "alice"}).json()
+    assert set(report["deleted"]) | set(report["derived_deleted"]) == {episode["id"], own_fact["id"]}
+    assert shared_fact["id"] not in report["derived_orphaned"]
+    assert client.get(f"/v1/memories/{shared_fact['id']}", headers=auth(admin)).status_code == 200
