@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
-from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
-from api.errors import error_response, install_error_handlers
+from api.errors import install_error_handlers
+from api.limits import install_limits
 from api.routes import (
     admin,
     chat,
@@ -63,24 +63,6 @@ def _warm_up(embedder: Callable[[], Embedder]) -> None:
     gc.freeze()
 
 
-class BodyLimit:
-    """413 for a request that announces a body over `max_body` bytes, before anything reads it. Plain ASGI:
-    Starlette's BaseHTTPMiddleware (@app.middleware) wraps every request and response in extra streams."""
-
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
-        self.app = app
-        self.max_body = max_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_body:
-                response = error_response(413, "payload_too_large", f"request body over {self.max_body} bytes")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or get_settings()
     embedder, embedder_loaded = _lazy_embedder()
@@ -111,7 +93,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 
-    app.add_middleware(BodyLimit, max_body=max_body)
+    install_limits(app, max_body)
 
     for router in ROUTERS:
         app.include_router(router)

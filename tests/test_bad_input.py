@@ -164,7 +164,7 @@ def test_secrets_are_stored_hashed(client, make_tenant, engine):
 def test_a_body_announced_over_the_limit_is_413_before_it_is_read() -> None:
     import asyncio
 
-    from api.app import BodyLimit
+    from api.limits import BodyLimit
 
     reached: list[str] = []
 
