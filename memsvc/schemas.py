@@ -130,6 +130,8 @@ class DeletionReport(BaseModel):
     links_removed: int = 0
     jobs_removed: int = 0
     memory_tokens_removed: int = Field(default=0, description="Trained memory-token sets of the removed memories.")
+    idempotency_records_removed: int = Field(default=0, description=(
+        "Stored Idempotency-Key responses that named a removed memory or job (a retry of those writes is new)."))
 
 
 class TenantCreate(BaseModel):

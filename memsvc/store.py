@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session, undefer
 
-from memsvc import jobs, pagination
+from memsvc import idempotency, jobs, pagination
 from memsvc.config import Settings, get_settings
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
@@ -265,6 +265,7 @@ class MemoryStore:
         removed = jobs.delete_about(self.session, self.scope.tenant_id, filters, self.scope.user_ids,
                                     self.scope.agent_ids)
         report.jobs_removed = len(removed)
+        report.idempotency_records_removed += idempotency.forget(self.session, self.scope.tenant_id, removed)
         return report
 
     def _delete_with_cascade(self, ids: list[uuid.UUID]) -> DeletionReport:
@@ -310,8 +311,10 @@ class MemoryStore:
             self.session.execute(
                 delete(Memory).where(*self.scope.where(), Memory.id.in_(doomed))
             )
+        # Stored write responses that would replay a deleted memory (its content) go with it.
+        forgotten = idempotency.forget(self.session, self.scope.tenant_id, doomed)
         self.session.flush()
         return DeletionReport(
             deleted=list(ids), derived_deleted=derived_deleted, derived_orphaned=sorted(orphaned),
-            links_removed=int(links), memory_tokens_removed=tokens,
+            links_removed=int(links), memory_tokens_removed=tokens, idempotency_records_removed=forgotten,
         )

@@ -183,7 +183,17 @@ def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
     # (stragglers of a language change) and recounts the tenant's full-text statistics (BM25 document
     # frequencies of large scopes come from them instead of a count over the scope per query).
     return {**report.as_dict(), **_reindex_fulltext(ctx, tenant_id), "builtin_summaries_filled": summarized,
+            "idempotency_records_expired": _purge_idempotency(ctx, tenant_id),
             **_fill_sparse(ctx, tenant_id, max_rows=ctx.settings.sparse_fill_per_pass)}
+
+
+def _purge_idempotency(ctx: RunContext, tenant_id: uuid.UUID) -> int:
+    """Stored Idempotency-Key responses past MEMSVC_IDEMPOTENCY_TTL_SECONDS (lookups already ignore them)."""
+    from memsvc.config import get_settings
+    from memsvc.idempotency import purge_expired
+
+    with ctx.sessions() as session, session.begin():
+        return purge_expired(session, tenant_id, get_settings().idempotency_ttl_seconds)
 
 
 def _fill_sparse(ctx: RunContext, tenant_id: uuid.UUID, *, max_rows: int | None = None, reencode: bool = False,

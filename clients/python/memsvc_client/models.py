@@ -248,6 +248,7 @@ class DeletionReport(_Response):
     derived_orphaned: list[uuid.UUID] = Field(default_factory=list)
     links_removed: int = 0
     jobs_removed: int = 0
+    idempotency_records_removed: int = 0
 
 
 class Tenant(_Response):
