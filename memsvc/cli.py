@@ -95,6 +95,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
 
     from memsvc import tenancy
     from memsvc.db import get_engine, session_scope
+    from memsvc.errors import MemsvcError
     from memsvc.models import Tenant
 
     with session_scope(get_engine(_database_url(settings))) as session:
@@ -105,9 +106,13 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no tenant named {args.tenant!r} (use --create-tenant)", file=sys.stderr)
             return 2
         if args.action == "create":
-            key, secret = tenancy.create_key(
-                session, tenant.id, args.scopes, name=args.name, user_ids=args.user_id or None
-            )
+            try:
+                key, secret = tenancy.create_key(
+                    session, tenant.id, args.scopes, name=args.name, user_ids=args.user_id or None
+                )
+            except MemsvcError as exc:  # e.g. a restricted key with the admin scope
+                print(exc.message, file=sys.stderr)
+                return 2
             print(f"{secret}\n(key id {key.id}, scopes {','.join(key.scopes)}; the secret is not stored)")
         elif args.action == "list":
             for key in tenancy.list_keys(session, tenant.id):
@@ -116,7 +121,11 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         else:
             from memsvc.store import parse_uuid
 
-            key = tenancy.revoke_key(session, tenant.id, parse_uuid(args.key_id, "key id"))
+            try:
+                key = tenancy.revoke_key(session, tenant.id, parse_uuid(args.key_id, "key id"))
+            except MemsvcError as exc:  # unknown id, or the last key that can administer
+                print(exc.message, file=sys.stderr)
+                return 2
             print(f"revoked {key.id}")
     return 0
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from memsvc.errors import Conflict, Forbidden, NotFound, Unauthorized
+from memsvc.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from memsvc.models import ApiKey, Tenant
 
 KEY_PREFIX = "msk_"
+ADMIN_SCOPES = frozenset({"admin", "root"})
+_REVOKE_LOCK = 0x6D656D7376636B  # pg advisory lock id serialising key revocations ("memsvck")
 DEFAULT_TENANT = "default"
 _TOUCH_EVERY = timedelta(minutes=1)
 
@@ -30,12 +33,30 @@ class Principal:
     user_ids: tuple[str, ...] | None = None
     agent_ids: tuple[str, ...] | None = None
 
+    @property
+    def restriction(self) -> str | None:
+        """The key's restriction in words ("user_ids alice, bob"), None for a key of the whole tenant."""
+        return describe_restriction(self.user_ids, self.agent_ids)
+
     def require(self, scope: str) -> None:
         # admin implies write implies read; root implies everything.
         implied = {"read": {"read", "write", "admin", "root"}, "write": {"write", "admin", "root"},
                    "admin": {"admin", "root"}, "root": {"root"}}[scope]
         if not self.scopes & implied:
             raise Forbidden(f"this key lacks the '{scope}' scope", details={"required": scope})
+        # What admin and root do (keys, tenant policies, tenant-wide jobs) reaches every user of the tenant.
+        if scope in ADMIN_SCOPES and self.restriction is not None:
+            raise Forbidden(
+                f"this key is restricted to {self.restriction}; the '{scope}' scope acts on the whole tenant "
+                "(keys, policies, maintenance) and needs a key without user or agent restrictions",
+                details={"required": scope, "user_ids": self.user_ids, "agent_ids": self.agent_ids},
+            )
+
+
+def describe_restriction(user_ids: Sequence[str] | None, agent_ids: Sequence[str] | None) -> str | None:
+    parts = [f"{name} {', '.join(values)}" for name, values in (("user_ids", user_ids), ("agent_ids", agent_ids))
+             if values is not None]
+    return " and ".join(parts) or None
 
 
 def hash_key(plaintext: str) -> str:
@@ -101,6 +122,11 @@ def create_key(
     plaintext: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored."""
+    restriction = describe_restriction(user_ids, agent_ids)
+    if restriction is not None and ADMIN_SCOPES & set(scopes):
+        raise InvalidInput(
+            f"a key restricted to {restriction} cannot have the admin or root scope (they act on the whole "
+            "tenant); give it read and/or write, or drop the restriction", details={"field": "scopes"})
     get_tenant(session, tenant_id)
     plaintext = plaintext or generate_key()
     key = ApiKey(
@@ -117,13 +143,37 @@ def list_keys(session: Session, tenant_id: uuid.UUID) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    """Revoke a key of `tenant_id`. Refused (409) for the last active key that can administer its tenant, and
+    for the last active root key: nobody could make new keys then. Revocations run one at a time, so two at
+    once cannot remove the last two."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REVOKE_LOCK})
     key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
     if key is None:
         raise NotFound(f"API key {key_id} not found")
     if key.revoked_at is None:
+        _keep_an_administrator(session, key)
         key.revoked_at = datetime.now(UTC)
     session.flush()
     return key
+
+
+def _administrators(key_id: uuid.UUID, scope: str) -> Select[tuple[uuid.UUID]]:
+    """Other active keys of the whole tenant (no restriction) holding `scope`."""
+    return select(ApiKey.id).where(ApiKey.id != key_id, ApiKey.revoked_at.is_(None), ApiKey.user_ids.is_(None),
+                                   ApiKey.agent_ids.is_(None), ApiKey.scopes.contains([scope])).limit(1)
+
+
+def _keep_an_administrator(session: Session, key: ApiKey) -> None:
+    if key.user_ids is not None or key.agent_ids is not None or not ADMIN_SCOPES & set(key.scopes):
+        return  # it administers nothing
+    if "root" in key.scopes and session.scalar(_administrators(key.id, "root")) is None:
+        raise Conflict("this is the last active root key; create another root key before revoking it",
+                       code="last_root_key", details={"key_id": str(key.id)})
+    tenant_admins = [_administrators(key.id, scope).where(ApiKey.tenant_id == key.tenant_id)
+                     for scope in ADMIN_SCOPES]
+    if all(session.scalar(query) is None for query in tenant_admins):
+        raise Conflict("this is the last active admin key of its tenant; create another admin key before "
+                       "revoking it", code="last_admin_key", details={"key_id": str(key.id)})
 
 
 def bootstrap(session: Session, admin_key: str | None = None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import auth
+from tests.conftest import ROOT_KEY, auth
 
 SECRET = "tenant B's secret: the vault code is 4711"
 
@@ -141,3 +141,91 @@ def test_restricted_erase_cascades_only_inside_the_restriction(client, make_tena
     assert set(report["deleted"]) | set(report["derived_deleted"]) == {episode["id"], own_fact["id"]}
     assert shared_fact["id"] not in report["derived_orphaned"]
     assert client.get(f"/v1/memories/{shared_fact['id']}", headers=auth(admin)).status_code == 200
+
+
+def test_a_restricted_admin_key_cannot_act_tenant_wide(client, make_tenant, engine):
+    """Such a key (made before restricted keys were refused the admin scope) keeps only its users' reads and
+    writes: no key listing or revoking, no tenant policy, no tenant-wide maintenance."""
+    from sqlalchemy import text
+
+    from memsvc.db import session_scope
+
+    admin = make_tenant()
+    made = client.post("/v1/admin/keys", headers=auth(admin), json={"scopes": ["read", "write", "admin"]}).json()
+    with session_scope(engine) as session:
+        session.execute(text("UPDATE api_keys SET user_ids = '{alice}' WHERE id = :id"), {"id": made["id"]})
+    alice_admin = made["key"]
+    other_admin = client.post("/v1/admin/keys", headers=auth(admin), json={"scopes": ["admin"]}).json()
+    before = client.get("/v1/policy", headers=auth(admin)).json(), client.get(
+        "/v1/policy/retrieval", headers=auth(admin)).json()
+    refused = [
+        client.get("/v1/admin/keys", headers=auth(alice_admin)),
+        client.delete(f"/v1/admin/keys/{other_admin['id']}", headers=auth(alice_admin)),
+        client.post("/v1/admin/keys", headers=auth(alice_admin), json={"scopes": ["read"], "user_ids": ["alice"]}),
+        client.put("/v1/policy", headers=auth(alice_admin), json={"tau0_days": 1}),
+        client.patch("/v1/policy", headers=auth(alice_admin), json={"ttl_days": 1}),
+        client.put("/v1/policy/retrieval", headers=auth(alice_admin), json={"recipe": "conversation"}),
+        client.patch("/v1/policy/retrieval", headers=auth(alice_admin), json={"recipe": "conversation"}),
+        client.post("/v1/maintenance/sparse-backfill", headers=auth(alice_admin), json={}),
+    ]
+    for response in refused:
+        assert response.status_code == 403, response.text
+        assert "restricted to user_ids alice" in response.json()["error"]["message"]
+    after = client.get("/v1/policy", headers=auth(admin)).json(), client.get(
+        "/v1/policy/retrieval", headers=auth(admin)).json()
+    assert after == before
+    assert client.get("/v1/admin/keys", headers=auth(other_admin["key"])).status_code == 200  # not revoked
+    assert client.post("/v1/memories", headers=auth(alice_admin),
+                       json={"content": "x", "user_id": "alice"}).status_code == 201
+    # And no such key can be made any more: a restriction and the admin scope do not go together.
+    error = client.post("/v1/admin/keys", headers=auth(admin),
+                        json={"scopes": ["write", "admin"], "user_ids": ["alice"]})
+    assert error.status_code == 422 and "admin" in error.json()["error"]["message"]
+
+
+def test_the_last_admin_key_of_a_tenant_stays(client, make_tenant):
+    admin = make_tenant(("admin",))
+    keys = client.get("/v1/admin/keys", headers=auth(admin)).json()
+    (own,) = keys
+    response = client.delete(f"/v1/admin/keys/{own['id']}", headers=auth(admin))
+    assert response.status_code == 409 and response.json()["error"]["code"] == "last_admin_key", response.text
+    assert "create another" in response.json()["error"]["message"]
+    # With a second admin key it may go (and the second then is the last).
+    second = client.post("/v1/admin/keys", headers=auth(admin), json={"scopes": ["admin"]}).json()
+    assert client.delete(f"/v1/admin/keys/{own['id']}", headers=auth(admin)).status_code == 200
+    assert client.delete(f"/v1/admin/keys/{second['id']}", headers=auth(second["key"])).status_code == 409
+
+
+def test_the_last_root_key_stays(engine):
+    """Checked in a transaction that is rolled back, so a regression cannot revoke the suite's root key."""
+    from sqlalchemy import func, select, update
+
+    from memsvc import tenancy
+    from memsvc.db import session_factory
+    from memsvc.errors import Conflict
+    from memsvc.models import ApiKey
+
+    with session_factory(engine)() as session:
+        last = session.scalar(select(ApiKey).where(ApiKey.key_hash == tenancy.hash_key(ROOT_KEY)))
+        session.execute(update(ApiKey).where(ApiKey.scopes.contains(["root"]), ApiKey.id != last.id)
+                        .values(revoked_at=func.now()))
+        with pytest.raises(Conflict) as refused:
+            tenancy.revoke_key(session, last.tenant_id, last.id)
+        assert refused.value.code == "last_root_key" and "create another root key" in refused.value.message
+        session.rollback()
+
+
+def test_the_keys_command_says_why_it_refuses(client, make_tenant, settings, capsys):
+    from memsvc.cli import build_parser, cmd_keys
+
+    admin = make_tenant(("admin",))
+    (own,) = client.get("/v1/admin/keys", headers=auth(admin)).json()
+    name = next(t["name"] for t in client.get("/v1/admin/tenants", headers=auth(ROOT_KEY)).json()
+                if t["id"] == own["tenant_id"])
+    revoke = build_parser().parse_args(["keys", "revoke", own["id"], "--tenant", name])
+    assert cmd_keys(revoke, settings) == 2
+    assert "last active admin key" in capsys.readouterr().err
+    create = build_parser().parse_args(["keys", "create", "--tenant", name, "--scopes", "admin", "--user-id", "al"])
+    assert cmd_keys(create, settings) == 2
+    assert "cannot have the admin or root scope" in capsys.readouterr().err
+    assert client.get("/v1/admin/keys", headers=auth(admin)).status_code == 200

@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 
 from api.deps import get_session, requires
 from memsvc import tenancy
-from memsvc.errors import Forbidden
 from memsvc.schemas import KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
 from memsvc.store import parse_uuid
 from memsvc.tenancy import Principal
@@ -39,8 +38,6 @@ def create_key(
     tenant_id = body.tenant_id or principal.tenant_id
     if tenant_id != principal.tenant_id or "root" in body.scopes:
         principal.require("root")
-    if principal.user_ids is not None or principal.agent_ids is not None:
-        raise Forbidden("a key restricted to some users or agents cannot create keys")
     key, secret = tenancy.create_key(
         session, tenant_id, list(body.scopes), name=body.name, user_ids=body.user_ids, agent_ids=body.agent_ids
     )
