@@ -32,6 +32,7 @@ from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
 from memsvc.embeddings import Embedder, get_embedder
 from memsvc.lifecycle.usage import UsageRecorder
+from memsvc.ratelimit import limiter_for
 from memsvc.retrieval.recipes import load_book
 from memsvc.retrieval.service import RetrievalService
 from memsvc.memtokens.local_models import LocalModels
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 
-    install_limits(app, max_body)
+    install_limits(app, max_body, limiter_for(settings))
 
     for router in ROUTERS:
         app.include_router(router)

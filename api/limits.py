@@ -1,5 +1,6 @@
 """Limits enforced around every route, as plain ASGI middleware (Starlette's BaseHTTPMiddleware wraps every
-request and response in extra streams): the request body size, counted while it streams in.
+request and response in extra streams): per-key request rate and concurrency (memsvc.ratelimit), and the
+request body size, counted while it streams in.
 
 Their refusals come in the shape of the route family: OpenAI's for /v1/chat/, memsvc's elsewhere.
 """
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
+from memsvc.ratelimit import RATE, Limiter, key_digest
 
 OPENAI_FAMILY = ("/v1/chat/",)
 _OPENAI_TYPES = {413: "invalid_request_error", 429: "rate_limit_error"}
@@ -87,9 +89,54 @@ class BodyLimit:
             await _too_large(scope["path"], self.max_body)(scope, receive, send)
 
 
-def install_limits(app: FastAPI, max_body: int) -> None:
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return (token.strip() or None) if scheme.lower() == "bearer" else None
+    return None
+
+
+class KeyLimits:
+    """429 with Retry-After for a key over its request rate or its cap on concurrent requests; requests
+    without a key (health, the dashboard's page) are not counted. A slot is held until the response,
+    a stream included, has been sent."""
+
+    def __init__(self, app: ASGIApp, limiter: Limiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _bearer(scope) if scope["type"] == "http" else None
+        if token is None:
+            await self.app(scope, receive, send)
+            return
+        key = key_digest(token)
+        decision = await self.limiter.acquire(key)
+        if not decision.allowed:
+            rate = decision.reason == RATE
+            code = "rate_limit_exceeded" if rate else "too_many_concurrent_requests"
+            lim = self.limiter.limits
+            message = (f"this API key is over its rate limit ({lim.per_second:g} requests a second, bursts of "
+                       f"{lim.burst}); retry after {decision.retry_after_header} s" if rate else
+                       f"this API key already has {lim.concurrent} requests in flight; retry when one finishes")
+            details = {"retry_after_s": round(decision.retry_after_s, 3), "limit_per_second": lim.per_second,
+                       "burst": lim.burst} if rate else {"max_concurrent": lim.concurrent}
+            response = family_error(scope["path"], 429, code, message,
+                                    headers={"Retry-After": decision.retry_after_header}, details=details)
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await self.limiter.release(key, decision.ticket)
+
+
+def install_limits(app: FastAPI, max_body: int, limiter: Limiter | None = None) -> None:
     async def too_large(request: Request, exc: Exception) -> JSONResponse:
         return _too_large(request.url.path, getattr(exc, "max_body", max_body))
 
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_middleware(BodyLimit, max_body=max_body)
+    if limiter is not None:  # added last: the outermost, so a refused request costs no body read
+        app.add_middleware(KeyLimits, limiter=limiter)

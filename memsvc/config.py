@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     chat_allow_local: bool = False
     chat_api_bases: list[str] = Field(default_factory=list)
 
+    # Per-key limits (memsvc.ratelimit; in Redis when redis_url is set, shared by all API processes): sustained
+    # requests a second and the burst above it (429 + Retry-After), and requests in flight at once; 0 = off.
+    rate_limit_per_second: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
+    max_concurrent_per_key: int = Field(default=64, ge=0)
+
     log_level: str = "INFO"
 
     @property
