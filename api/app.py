@@ -34,6 +34,8 @@ from memsvc.embeddings import Embedder, get_embedder
 from memsvc.lifecycle.usage import UsageRecorder
 from memsvc.ratelimit import limiter_for
 from memsvc.retrieval.recipes import load_book
+from memsvc.memtokens.chat_backend import LocalChatBackend
+from memsvc.memtokens.local_models import LocalModels
 from memsvc.retrieval.service import RetrievalService
 from memsvc.memtokens.local_models import LocalModels
 
@@ -90,7 +92,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.usage = UsageRecorder(app.state.sessions, settings.reinforce_flush_seconds)
     # One retrieval service for search, context and chat: the recipes, and reinforcement of what contexts use.
     app.state.retrieval = RetrievalService(load_book(settings.recipe, settings.recipes_file), app.state.usage,
-                                           LocalModels.from_config(settings.local_models))
+                                           local_models)
+    # `local/<name>` chat models run in this process (memory tokens spliced in); no network, always allowed.
+    app.state.local_chat = LocalChatBackend(local_models)
+    app.state.chat_in_process_models = local_models.public_names
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 

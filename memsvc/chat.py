@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from memsvc import chat_policy
 from memsvc.embeddings import Embedder
 from memsvc.errors import MemsvcError
-from memsvc.retrieval.context import ContextQuery
+from memsvc.memtokens import store as memtoken_store
+from memsvc.retrieval.context import TOKENS, ContextQuery
 from memsvc.retrieval.search import SearchFilters
 from memsvc.retrieval.service import RetrievalService, query_from_messages
 from memsvc.schemas import MemoryCreate
@@ -208,6 +209,8 @@ class Context:
     token_count: int = 0
     used: list[uuid.UUID] = field(default_factory=list)
     tokenizer: str = ""
+    # Memories that went in as their memory-token vectors (local models only), by id: the backend splices them.
+    vectors: dict[uuid.UUID, Any] = field(default_factory=dict)
 
 
 def build(service: RetrievalService, session: Session, scope: MemoryScope, embedder: Embedder,
@@ -221,18 +224,22 @@ def build(service: RetrievalService, session: Session, scope: MemoryScope, embed
     if options.budget_tokens == 0:
         return Context()
     try:
-        counter = counter_for_request(options.context_model or req.model)
+        # Memory tokens only when the model that reads the context is the local one they were trained for.
+        counter, token_model = (service.target(req.model) if options.context_model is None
+                                else (counter_for_request(options.context_model), None))
     except MemsvcError as exc:
         raise ChatError.from_memsvc(exc) from None
     query = ContextQuery(
         query=query_text(req.messages), budget=options.budget_tokens, counter=counter,
-        filters=SearchFilters(user_id=options.user_id, agent_id=options.agent_id),
+        filters=SearchFilters(user_id=options.user_id, agent_id=options.agent_id), token_model=token_model,
     )
     try:
         built, _ = service.context(session, scope, embedder, query, recipe=options.recipe)
     except MemsvcError as exc:
         raise ChatError.from_memsvc(exc) from None
-    return Context(built.context, built.token_count, [c.piece.id for c in built.chosen], counter.name)
+    as_tokens = [c.piece.id for c in built.chosen if c.fidelity == TOKENS]
+    vectors = memtoken_store.vectors(session, scope, token_model, as_tokens) if token_model and as_tokens else {}
+    return Context(built.context, built.token_count, [c.piece.id for c in built.chosen], counter.name, vectors)
 
 
 def with_context(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
@@ -256,10 +263,13 @@ def litellm_completion(**kwargs: Any) -> Any:
     return _import_litellm().completion(**kwargs)
 
 
-def complete(backend: ChatBackend, req: ChatRequest, messages: list[dict[str, Any]]) -> Any:
-    """Call the model; provider failures become OpenAI-shaped errors (the caller's request vs our upstream)."""
+def complete(backend: ChatBackend, req: ChatRequest, messages: list[dict[str, Any]],
+             vectors: dict[uuid.UUID, Any] | None = None) -> Any:
+    """Call the model; provider failures become OpenAI-shaped errors (the caller's request vs our upstream).
+    `vectors`: memory-token sets the context refers to (only the local backend is handed any)."""
+    extra = {"memory_vectors": vectors} if vectors else {}
     try:
-        return backend(model=req.model, messages=messages, stream=req.stream, **req.params)
+        return backend(model=req.model, messages=messages, stream=req.stream, **req.params, **extra)
     except ChatError:
         raise
     except Exception as exc:

@@ -41,8 +41,11 @@ def _error(exc: chat.ChatError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def _backend(request: Request) -> chat.ChatBackend:
-    # An app may hold its own backend (tests: litellm with mock_response); litellm otherwise.
+def _backend(request: Request, req: chat.ChatRequest) -> chat.ChatBackend:
+    # `local/<name>`: the in-process backend (memory tokens spliced in). Otherwise an app may hold its own
+    # backend (tests: litellm with mock_response); litellm by default.
+    if request.app.state.retrieval.local_models.serves(req.model):
+        return request.app.state.local_chat
     return getattr(request.app.state, "chat_backend", None) or chat.litellm_completion
 
 
@@ -71,7 +74,8 @@ def chat_completions(
         chat.check_writable(store.scope, req)
         context = chat.build(request.app.state.retrieval, session, store.scope, store.embedder, req)
         session.commit()  # end the read transaction: the model call may take a while
-        result = chat.complete(_backend(request), req, chat.with_context(req.messages, context.text))
+        result = chat.complete(_backend(request, req), req, chat.with_context(req.messages, context.text),
+                               context.vectors)
         if req.stream:
             return _stream(request, req, result, context)
         response = chat.dump(result)
@@ -87,7 +91,8 @@ def chat_completions(
 
 def _report(context: chat.Context, stored: list[Any]) -> dict[str, Any]:
     return {"context_tokens": context.token_count, "tokenizer": context.tokenizer,
-            "memories_used": [str(i) for i in context.used], "memories_stored": [str(i) for i in stored]}
+            "memories_used": [str(i) for i in context.used], "memories_stored": [str(i) for i in stored],
+            "memory_tokens_used": [str(i) for i in context.vectors]}
 
 
 def _stream(request: Request, req: chat.ChatRequest, result: Any, context: chat.Context) -> StreamingResponse:

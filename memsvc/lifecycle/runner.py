@@ -184,7 +184,8 @@ def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
     # frequencies of large scopes come from them instead of a count over the scope per query).
     return {**report.as_dict(), **_reindex_fulltext(ctx, tenant_id), "builtin_summaries_filled": summarized,
             "idempotency_records_expired": _purge_idempotency(ctx, tenant_id),
-            **_fill_sparse(ctx, tenant_id, max_rows=ctx.settings.sparse_fill_per_pass)}
+            **_fill_sparse(ctx, tenant_id, max_rows=ctx.settings.sparse_fill_per_pass),
+            **_schedule_memory_tokens(ctx, tenant_id)}
 
 
 def _purge_idempotency(ctx: RunContext, tenant_id: uuid.UUID) -> int:
@@ -274,6 +275,27 @@ def _train_memory_tokens(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
     return service.train(ctx.sessions, scope, selection, policy, spec, expected=job.params.get("model_id"),
                          batch_size=settings.memtokens_batch_size, progress=progress).as_dict()
+
+
+def _schedule_memory_tokens(ctx: RunContext, tenant_id: uuid.UUID) -> dict[str, Any]:
+    """With the tenant's memory-token policy enabled, a training job for what qualifies and has no set yet
+    (the job skips what is trained; a job still queued is not doubled)."""
+    from memsvc.config import get_settings
+    from memsvc.memtokens import service
+    from memsvc.memtokens.local_models import LocalModels
+    from memsvc.memtokens.policy import get_policy
+    from memsvc.scoping import MemoryScope
+
+    with ctx.sessions() as session, session.begin():
+        policy = get_policy(session, tenant_id)
+        if not policy.enabled:
+            return {}
+        try:
+            spec = LocalModels.from_config(get_settings().local_models).get(policy.model)
+            job = service.schedule(session, ctx.queue, MemoryScope(tenant_id), service.Selection(), spec)
+        except MemsvcError as exc:  # the policy's model is not served here (any more): say so, decay goes on
+            return {"memory_tokens_not_scheduled": exc.message}
+    return {"memory_tokens_job": str(job.id)}
 
 
 def _tuple(values: list[str] | None) -> tuple[str, ...] | None:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,14 +169,15 @@ def train(sessions: sessionmaker[Session], scope: MemoryScope, selection: Select
     if not todo:
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
-    model = load_local_model(spec.spec)
+    model = load_local_model(spec.spec, name=spec.name)
     if model.identity.weights_hash != identity.weights_hash:  # replaced between hashing and loading
         raise InvalidInput(f"the weights of local model {spec.name!r} changed while loading; ask again",
                            code="model_changed")
-    # Same-k memories train together; longest first within a k so padding stays small.
-    todo.sort(key=lambda t: (t.k, -t.n_tokens))
-    for batch in _batches(todo, batch_size):
-        results = train_memory_tokens(model, [t.content for t in batch], TrainSettings(k=batch[0].k))
+    todo.sort(key=lambda t: -t.n_tokens)  # similar lengths train together: little padding
+    for at in range(0, len(todo), batch_size):
+        batch = todo[at:at + batch_size]
+        results = train_memory_tokens(model, [t.content for t in batch], TrainSettings(batch_size=len(batch)),
+                                      ks=[t.k for t in batch])
         with sessions() as session, session.begin():
             for item, result in zip(batch, results, strict=True):
                 kept = store.save(session, scope, item.id, identity.model_id, item.content_hash,
@@ -195,15 +196,6 @@ def train(sessions: sessionmaker[Session], scope: MemoryScope, selection: Select
             progress({"trained": report.trained, "verified": report.verified, "selected": report.selected})
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
-
-
-def _batches(todo: Sequence[Todo], size: int) -> list[list[Todo]]:
-    out: list[list[Todo]] = []
-    for item in todo:
-        if not out or len(out[-1]) >= size or out[-1][0].k != item.k:
-            out.append([])
-        out[-1].append(item)
-    return out
 
 
 def token_statuses(session: Session, scope: MemoryScope, memory_id: uuid.UUID) -> list[MemoryTokenStatus]:
@@ -225,8 +217,8 @@ class Decoded:
 
 def decode(session: Session, scope: MemoryScope, memory_id: uuid.UUID, spec: LocalModelSpec) -> Decoded:
     """A stored set decoded back to text by greedy decoding, for anyone to check it against the content."""
+    from memsvc.memtokens.decode import decode_tokens
     from memsvc.memtokens.model import load_local_model
-    from memsvc.memtokens.trainer import decode_tokens
 
     identity = spec.identity()
     content = session.scalar(scope.select(Memory.content).where(Memory.id == memory_id))
@@ -239,7 +231,7 @@ def decode(session: Session, scope: MemoryScope, memory_id: uuid.UUID, spec: Loc
         raise InvalidInput(f"memory {memory_id} has no token set for {identity.model_id}{hint}; train it first "
                            "(POST /v1/memory-tokens/train)", code="no_token_set", details={"field": "model"})
     verified = bool(store.verified_sets(session, scope, identity.model_id, [memory_id]))
-    model = load_local_model(spec.spec)
+    model = load_local_model(spec.spec, name=spec.name)
     n_tokens = spec.counter().count(content)
     text = decode_tokens(model, found[memory_id], max_new_tokens=n_tokens + 8)
     return Decoded(memory_id, identity.model_id, text, text == content, verified)
