@@ -7,10 +7,11 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
+from api.deps import check_params
 from api.errors import install_error_handlers
 from api.limits import install_limits
 from api.routes import (
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = FastAPI(
         title="memsvc", version=__version__, lifespan=lifespan,
         description="Long-term memory for AI agents. Authenticate with `Authorization: Bearer <API key>`.",
+        dependencies=[Depends(check_params)],  # every route: no NUL (or broken UTF-8) in a query or path parameter
     )
     app.state.settings = settings
     app.state.sessions = session_factory(engine or get_engine(settings.database_url))

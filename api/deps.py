@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from memsvc.config import Settings
 from memsvc.embeddings import Embedder
+from memsvc.errors import InvalidInput
 from memsvc.lifecycle.policy import get_policy
 from memsvc.lifecycle.tiers import TierPolicy
 from memsvc.models import Memory
@@ -17,6 +18,7 @@ from memsvc.schemas import MemoryOut
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
 from memsvc.tenancy import Principal, authenticate
+from memsvc.validation import text_problem
 from memsvc.views import memory_out
 
 
@@ -26,6 +28,16 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
     finally:
         session.close()  # anything a handler did not commit is rolled back here
+
+
+async def check_params(request: Request) -> None:
+    """Every query and path parameter of every route (installed on the app), for what Postgres can neither
+    store nor compare: a NUL or an unpaired surrogate is a 422 naming the parameter, never a database error."""
+    for where, params in (("query", request.query_params.multi_items()), ("path", list(request.path_params.items()))):
+        for name, value in params:
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem is not None:
+                raise InvalidInput(f"{where} parameter {name} {problem}", details={"field": name, "in": where})
 
 
 def get_settings_dep(request: Request) -> Settings:

@@ -32,7 +32,7 @@ from memsvc.schemas import MemoryCreate
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
 from memsvc.tokens import counter_for_request
-from memsvc.validation import check_text
+from memsvc.validation import check_text, parse_json
 
 ChatBackend = Callable[..., Any]  # litellm.completion's signature: (model=, messages=, stream=, **params)
 
@@ -140,7 +140,9 @@ def _param(loc: tuple[Any, ...], keep_last: bool) -> str | None:
 
 def parse_request(body: bytes) -> ChatRequest:
     try:
-        data = json.loads(body)
+        data = parse_json(body)  # strict: finite numbers, bounded nesting (json.loads alone recursed into a 500)
+    except MemsvcError as exc:
+        raise ChatError(400, exc.message, code="invalid_json") from None
     except (ValueError, UnicodeDecodeError):
         raise ChatError(400, "We could not parse the JSON body of your request. (HINT: This likely means you "
                         "aren't using your HTTP library correctly.)", code="invalid_json") from None

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from memsvc.validation import text_problem
 
 Kind = Literal["episodic", "semantic", "procedural", "profile"]
 Tier = Literal["verbatim", "summary", "gist", "archived"]
 Scope = Literal["read", "write", "admin", "root"]
-ScopeId = str  # user/agent/session identifiers are free-form strings chosen by the caller
+
+
+def _storable(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("text_not_storable", problem)
+    return value
+
+
+# A string of a request that is stored or compared in Postgres: a NUL or an unpaired surrogate is a 422 naming
+# the field, for every model that uses it (rather than a 500 from the database).
+Text = Annotated[str, AfterValidator(_storable)]
+ScopeId = Text  # user/agent/session identifiers are free-form strings chosen by the caller
 
 _ID = Field(default=None, min_length=1, max_length=200)
 
@@ -147,10 +162,10 @@ class TenantOut(BaseModel):
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(default="", max_length=200)
+    name: Text = Field(default="", max_length=200)
     scopes: list[Scope] = Field(min_length=1)
-    user_ids: list[str] | None = Field(default=None, description="Restrict the key to these user_ids.")
-    agent_ids: list[str] | None = Field(default=None, description="Restrict the key to these agent_ids.")
+    user_ids: list[ScopeId] | None = Field(default=None, description="Restrict the key to these user_ids.")
+    agent_ids: list[ScopeId] | None = Field(default=None, description="Restrict the key to these agent_ids.")
     tenant_id: uuid.UUID | None = Field(default=None, description="Another tenant (root keys only).")
 
 

@@ -26,7 +26,7 @@ from memsvc.models import Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseEncoder, encoder_for, sparsevec
-from memsvc.validation import check_embedding, check_json, check_text
+from memsvc.validation import check_embedding, check_json, check_text, check_time
 
 if TYPE_CHECKING:
     from memsvc.lifecycle.hooks import LifecycleHooks
@@ -37,10 +37,8 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def as_utc(value: datetime | None, field: str = "time") -> datetime | None:
+    return None if value is None else check_time(value, field)
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,8 @@ class MemoryStore:
         content = check_text(item.content, "content", max_chars=self.settings.max_content_chars)
         self._check_fields(item.user_id, item.agent_id, item.session_id, item.tags, item.metadata)
         self.scope.check_writable(item.user_id, item.agent_id)
-        occurred = as_utc(item.occurred_at) or now
-        valid_from, valid_to = as_utc(item.valid_from) or occurred, as_utc(item.valid_to)
+        occurred = as_utc(item.occurred_at, "occurred_at") or now
+        valid_from, valid_to = as_utc(item.valid_from, "valid_from") or occurred, as_utc(item.valid_to, "valid_to")
         if valid_to is not None and valid_to <= valid_from:
             raise InvalidInput("valid_to must be after valid_from", details={"field": "valid_to"})
         embedding = check_embedding(item.embedding, self.settings.embedding_dim) if item.embedding else None
@@ -181,7 +179,7 @@ class MemoryStore:
         fields.pop("embedding", None)
         for name in ("occurred_at", "valid_from", "valid_to"):
             if name in fields:
-                fields[name] = as_utc(fields[name])
+                fields[name] = as_utc(fields[name], name)
         if "metadata" in fields:
             fields["metadata_"] = fields.pop("metadata") or {}
         for name, value in fields.items():

@@ -1,25 +1,35 @@
-"""Checks on user text before it reaches Postgres (which rejects NUL and invalid UTF-8 with a 500)."""
+"""Checks on user input before it reaches Postgres or date arithmetic, each refusal saying what to change: text
+(NUL, invalid UTF-8), JSON (non-finite numbers, nesting depth) and times (outside years 1-9999 in UTC)."""
 
 from __future__ import annotations
 
+import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from memsvc.errors import InvalidInput, PayloadTooLarge
+
+MAX_JSON_DEPTH = 64  # levels of nested objects/arrays in a body or a metadata value: deeper is a mistake
+
+
+def text_problem(value: str) -> str | None:
+    """Why Postgres cannot store or compare this text (a NUL, an unpaired surrogate), else None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000); remove it"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains an unpaired surrogate at position {exc.start}; send valid UTF-8 text"
+    return None
 
 
 def check_text(value: str, field: str, *, max_chars: int | None = None, allow_empty: bool = False) -> str:
     if not allow_empty and not value.strip():
         raise InvalidInput(f"{field} must not be empty or whitespace", details={"field": field})
-    if "\x00" in value:
-        raise InvalidInput(f"{field} contains a NUL character (\\u0000); remove it", details={"field": field})
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(
-            f"{field} contains an unpaired surrogate at position {exc.start}; send valid UTF-8 text",
-            details={"field": field, "position": exc.start},
-        ) from None
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"{field} {problem}", details={"field": field})
     if max_chars is not None and len(value) > max_chars:
         raise PayloadTooLarge(
             f"{field} has {len(value)} characters; the limit is {max_chars}",
@@ -28,18 +38,74 @@ def check_text(value: str, field: str, *, max_chars: int | None = None, allow_em
     return value
 
 
-def check_json(value: Any, field: str) -> Any:
-    """Walk JSON (metadata) and reject strings Postgres jsonb cannot hold."""
-    if isinstance(value, str):
-        check_text(value, field, allow_empty=True)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(str(key), f"{field} key", allow_empty=True)
-            check_json(item, f"{field}.{key}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            check_json(item, f"{field}[{i}]")
+def check_json(value: Any, field: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Walk JSON (metadata) and reject what Postgres jsonb cannot hold: bad strings, NaN and infinite numbers
+    (Python's JSON reader takes NaN, Infinity and 1e999), and nesting past `max_depth`."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > max_depth:
+            raise InvalidInput(f"{field} is nested more than {max_depth} levels deep (at {where}); flatten it",
+                               details={"field": field, "limit": max_depth})
+        if isinstance(item, str):
+            check_text(item, where, allow_empty=True)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidInput(f"{where} must be a finite number, not {item}; JSON has no NaN or Infinity",
+                               details={"field": where})
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                check_text(str(key), f"{where} key", allow_empty=True)
+                stack.append((child, f"{where}.{key}", depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
     return value
+
+
+def parse_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A request body read as strict JSON: finite numbers only and at most `max_depth` levels deep, each refusal
+    an InvalidInput saying what to change. Malformed JSON raises ValueError, as json.loads does."""
+
+    def constant(name: str) -> Any:
+        raise InvalidInput(f"the body holds {name}, which JSON does not allow; numbers must be finite",
+                           code="invalid_json")
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise InvalidInput(f"the body holds the number {text[:40]}, too large to be finite; numbers must be "
+                               "finite", code="invalid_json")
+        return value
+
+    try:
+        data = json.loads(body, parse_constant=constant, parse_float=number)
+    except RecursionError:
+        raise InvalidInput(f"the body is nested too deeply; at most {max_depth} levels of objects and arrays",
+                           code="invalid_json") from None
+    if _depth_exceeds(data, max_depth):
+        raise InvalidInput(f"the body is nested too deeply; at most {max_depth} levels of objects and arrays",
+                           code="invalid_json")
+    return data
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def check_time(value: datetime, field: str) -> datetime:
+    """A time in UTC (naive means UTC). A time that is valid with its offset but outside years 1-9999 in UTC
+    (9999-12-31T23:59:59-14:00) is refused rather than overflowing later."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{field} {value.isoformat()} falls outside the years 0001-9999 once converted to UTC; "
+                           "send a time within them", details={"field": field}) from None
 
 
 def check_embedding(vector: list[float], dim: int) -> list[float]:

@@ -187,3 +187,111 @@ def test_a_body_announced_over_the_limit_is_413_before_it_is_read() -> None:
     sent = asyncio.run(call(b"101"))
     assert sent[0]["status"] == 413 and b"over 100 bytes" in sent[1]["body"] and reached == []
     assert asyncio.run(call(b"100")) == [] and reached == ["/v1/memories"]
+
+
+NUL = "a\x00b"
+EDGE = "9999-12-31T23:59:59-14:00"  # a valid ISO time that is past year 9999 in UTC
+
+
+@pytest.mark.parametrize(("path", "param"), [
+    ("/v1/memories", "user_id"), ("/v1/memories", "agent_id"), ("/v1/memories", "session_id"),
+    ("/v1/memories", "tag"), ("/v1/jobs", "kind"), ("/v1/jobs", "status"),
+])
+def test_nul_in_a_query_parameter_is_422(client, key, path, param):
+    error = assert_error(client.get(path, headers=auth(key), params={param: NUL}), 422, "NUL")
+    assert param in error["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/erase", {"user_id": NUL}, "user_id"),
+    ("/v1/erase", {"session_id": NUL}, "session_id"),
+    ("/v1/consolidate", {"user_id": NUL}, "user_id"),
+    ("/v1/consolidate", {"session_id": NUL}, "session_id"),
+    ("/v1/admin/keys", {"scopes": ["read"], "name": NUL}, "name"),
+    ("/v1/admin/keys", {"scopes": ["read"], "user_ids": [NUL]}, "user_ids"),
+    ("/v1/search", {"query": "x", "user_id": NUL}, "user_id"),
+    ("/v1/search", {"query": "x", "tags": [NUL]}, "tags"),
+    ("/v1/context", {"query": "x", "budget_tokens": 100, "session_id": NUL}, "session_id"),
+])
+def test_nul_in_a_body_field_is_422(client, key, path, body, field):
+    error = assert_error(client.post(path, headers=auth(key), json=body), 422, "NUL")
+    assert field in error["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("post", "/v1/memories", {"content": "x", "occurred_at": EDGE}, "occurred_at"),
+    ("post", "/v1/memories", {"content": "x", "valid_to": EDGE}, "valid_to"),
+    ("post", "/v1/memories", {"content": "x", "valid_from": "0001-01-01T00:00:00+14:00"}, "valid_from"),
+    ("post", "/v1/memories/batch", {"items": [{"content": "x", "occurred_at": EDGE}]}, "occurred_at"),
+    ("patch", "/v1/memories/{id}", {"valid_to": EDGE}, "valid_to"),
+    ("post", "/v1/search", {"query": "x", "as_of": EDGE}, "as_of"),
+    ("post", "/v1/search", {"query": "x", "occurred_after": EDGE}, "occurred_after"),
+])
+def test_times_outside_the_calendar_are_422(client, key, method, path, body, field):
+    mid = client.post("/v1/memories", headers=auth(key), json={"content": "edge"}).json()["id"]
+    response = getattr(client, method)(path.format(id=mid), headers=auth(key), json=body)
+    error = assert_error(response, 422, "9999")
+    assert field in error["message"]
+
+
+def test_times_at_the_edges_of_the_calendar_are_stored_and_read(client, key):
+    body = {"content": "far future", "occurred_at": "9999-12-31T09:59:59-14:00", "valid_to": "9999-12-31T23:59:59Z",
+            "valid_from": "0001-01-01T00:00:00Z", "session_id": "calendar-edges"}
+    created = client.post("/v1/memories", headers=auth(key), json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["occurred_at"].startswith("9999-12-31T23:59:59")
+    assert client.get(f"/v1/memories/{created.json()['id']}", headers=auth(key)).status_code == 200
+    assert client.post("/v1/search", headers=auth(key), json={"query": "far future", "session_id": "calendar-edges",
+                                                               "as_of": "9999-12-31T23:59:58Z"}).status_code == 200
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"[1, NaN]", b'{"deep": -1e999}'])
+@pytest.mark.parametrize("path", ["/v1/memories", "/v1/memories/batch", "/v1/memories/{id}"])
+def test_metadata_numbers_must_be_finite(client, key, number, path):
+    mid = client.post("/v1/memories", headers=auth(key), json={"content": "finite"}).json()["id"]
+    item = b'{"content": "x", "session_id": "nonfinite", "metadata": {"score": ' + number + b"}}"
+    body = b'{"items": [' + item + b"]}" if path.endswith("batch") else item
+    method = "PATCH" if "{id}" in path else "POST"
+    if method == "PATCH":
+        body = b'{"content": "changed", "metadata": {"score": ' + number + b"}}"
+    response = client.request(method, path.format(id=mid), content=body,
+                              headers={**auth(key), "Content-Type": "application/json"})
+    error = assert_error(response, 422, "finite")
+    assert "metadata.score" in error["message"]
+    assert count(client, key, session_id="nonfinite") == 0
+    assert client.get(f"/v1/memories/{mid}", headers=auth(key)).json()["content"] == "finite"
+
+
+def test_deeply_nested_metadata_is_422(client, key):
+    depth = 600
+    body = b'{"content": "x", "metadata": {"k": ' + b"[" * depth + b"]" * depth + b"}}"
+    response = client.post("/v1/memories", content=body, headers={**auth(key), "Content-Type": "application/json"})
+    assert_error(response, 422, "nested")
+
+
+@pytest.mark.parametrize("depth", [100_000, 600])
+def test_a_deeply_nested_chat_body_is_400(client, key, depth):
+    body = (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "metadata": {"x": '
+            + b"[" * depth + b"]" * depth + b"}}")
+    response = client.post("/v1/chat/completions", content=body,
+                           headers={**auth(key), "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "nested" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"1e999"])
+def test_a_chat_body_with_a_non_finite_number_is_400(client, key, number):
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": ' + number + b"}"
+    response = client.post("/v1/chat/completions", content=body,
+                           headers={**auth(key), "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "finite" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/policy", b'{"tau0_days": Infinity}'), ("/v1/policy", b'{"ttl_days": 1e999}'),
+    ("/v1/policy", b'{"tau0_days": NaN}'),
+])
+def test_policy_numbers_must_be_finite(client, key, path, body):
+    response = client.put(path, content=body, headers={**auth(key), "Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text

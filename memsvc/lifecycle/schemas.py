@@ -7,15 +7,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memsvc.schemas import ScopeId
+
 _ID = Field(default=None, min_length=1, max_length=200)
 
 
 class ConsolidateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = _ID
-    agent_id: str | None = _ID
-    session_id: str | None = Field(default=None, min_length=1, max_length=200,
+    user_id: ScopeId | None = _ID
+    agent_id: ScopeId | None = _ID
+    session_id: ScopeId | None = Field(default=None, min_length=1, max_length=200,
                                    description="Only this session's episodes (facts still belong to the user/agent).")
     reprocess: bool = Field(default=False, description="Go over already consolidated episodes again "
                             "(creates nothing new for what is already known).")

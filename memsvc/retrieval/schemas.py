@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memsvc.retrieval.search import SearchFilters
 from memsvc.retrieval.service import query_from_messages
-from memsvc.schemas import Kind, MemoryOut
+from memsvc.schemas import Kind, MemoryOut, ScopeId, Text
 from memsvc.validation import check_text
 
 Mode = Literal["hybrid", "dense", "sparse"]
@@ -24,11 +24,11 @@ _ID = Field(default=None, min_length=1, max_length=200)
 class RetrievalFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = _ID
-    agent_id: str | None = _ID
-    session_id: str | None = _ID
+    user_id: ScopeId | None = _ID
+    agent_id: ScopeId | None = _ID
+    session_id: ScopeId | None = _ID
     kinds: list[Kind] | None = Field(default=None, description="Only these kinds of memory.")
-    tags: list[str] | None = Field(default=None, max_length=50, description="Memories with any of these tags.")
+    tags: list[Text] | None = Field(default=None, max_length=50, description="Memories with any of these tags.")
     occurred_after: datetime | None = Field(default=None, description="Event time >= this.")
     occurred_before: datetime | None = Field(default=None, description="Event time < this.")
     as_of: datetime | None = Field(
@@ -150,8 +150,9 @@ def to_search_filters(request: RetrievalFilters) -> SearchFilters:
     return SearchFilters(
         user_id=request.user_id, agent_id=request.agent_id, session_id=request.session_id,
         kinds=tuple(request.kinds) if request.kinds else None, tags=tuple(request.tags) if request.tags else None,
-        occurred_after=as_utc(request.occurred_after), occurred_before=as_utc(request.occurred_before),
-        as_of=as_utc(request.as_of), include_superseded=request.include_superseded,
+        occurred_after=as_utc(request.occurred_after, "occurred_after"),
+        occurred_before=as_utc(request.occurred_before, "occurred_before"),
+        as_of=as_utc(request.as_of, "as_of"), include_superseded=request.include_superseded,
         include_archived=request.include_archived,
     )
 
