@@ -28,7 +28,7 @@ from api.routes import (
     search,
     sparse,
 )
-from memsvc import __version__
+from memsvc import __version__, logsafe
 from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
 from memsvc.embeddings import Embedder, get_embedder
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # `local/<name>` chat models run in this process (memory tokens spliced in); no network, always allowed.
     app.state.local_chat = LocalChatBackend(local_models)
     app.state.chat_in_process_models = local_models.public_names
+    logsafe.install(settings)  # no memory content or key material in this process's logs, unless DEBUG
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 

