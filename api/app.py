@@ -97,7 +97,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                                            local_models)
     # `local/<name>` chat models run in this process (memory tokens spliced in); no network, always allowed.
     app.state.local_chat = LocalChatBackend(local_models)
-    app.state.chat_in_process_models = local_models.public_names
     logsafe.install(settings)  # no memory content or key material in this process's logs, unless DEBUG
     install_error_handlers(app)
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000

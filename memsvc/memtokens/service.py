@@ -73,6 +73,8 @@ class TrainReport:
     not_verified: int = 0
     already_trained: int = 0
     gone: int = 0  # deleted or edited while training: nothing stored
+    remaining: int = 0  # qualifying but left for the next job (a job trains at most `per_job`)
+    next_job: str | None = None  # the job that trains them
     stale_removed: int = 0  # sets of the same model name on other weights
     skipped: list[dict[str, str]] = field(default_factory=list)  # {id, reason}, the first 100
     outcomes: list[dict[str, Any]] = field(default_factory=list)  # per memory trained, the first 200
@@ -124,15 +126,11 @@ def select_memories(session: Session, scope: MemoryScope, selection: Selection, 
             if getattr(selection, name) is not None:
                 query = query.where(getattr(Memory, name) == getattr(selection, name))
     rows = list(session.execute(query.order_by(Memory.importance.desc(), Memory.id).limit(MAX_SELECTED)))
-    if selection.memory_ids:
-        missing = set(selection.memory_ids) - {r.id for r in rows}
-        if missing:
-            raise InvalidInput(f"memory {sorted(missing)[0]} not found", code="not_found",
-                               details={"field": "memory_ids"})
+    skipped = [{"id": str(i), "reason": "deleted since the request"}
+               for i in sorted(set(selection.memory_ids) - {r.id for r in rows})]
     done = set() if selection.retrain else store.trained(session, scope, model_id, [r.id for r in rows])
     counter = spec.counter()
     todo: list[Todo] = []
-    skipped: list[dict[str, str]] = []
     for row in rows:
         if row.id in done:
             continue
@@ -146,10 +144,11 @@ def select_memories(session: Session, scope: MemoryScope, selection: Selection, 
 
 
 def train(sessions: sessionmaker[Session], scope: MemoryScope, selection: Selection, policy: MemoryTokenPolicy,
-          spec: LocalModelSpec, *, expected: str | None = None, batch_size: int = 16,
+          spec: LocalModelSpec, *, expected: str | None = None, batch_size: int = 16, per_job: int = 64,
           progress: Callable[[dict[str, Any]], None] | None = None) -> TrainReport:
-    """Train the selection's memories for `spec`'s model. `expected`: the model_id the request saw; if the
-    weights changed since, nothing is trained (the caller asked about other weights)."""
+    """Train the selection's memories for `spec`'s model, at most `per_job` of them (`remaining` says how many
+    wait: the caller schedules the next job, so a worker is never held for hours). `expected`: the model_id
+    the request saw; if the weights changed since, nothing is trained (the caller asked about other weights)."""
     from memsvc.memtokens.model import load_local_model
     from memsvc.memtokens.trainer import TrainSettings, train_memory_tokens
 
@@ -165,6 +164,7 @@ def train(sessions: sessionmaker[Session], scope: MemoryScope, selection: Select
         todo, report.skipped, report.already_trained = select_memories(
             session, scope, selection, policy, spec, identity.model_id)
     report.skipped = report.skipped[:100]
+    todo, report.remaining = todo[:per_job], max(0, len(todo) - per_job)
     report.selected = len(todo)
     if not todo:
         report.seconds = round(time.perf_counter() - t0, 3)
@@ -230,6 +230,11 @@ def decode(session: Session, scope: MemoryScope, memory_id: uuid.UUID, spec: Loc
         hint = f" (it has sets for {', '.join(others)}: other weights or an older content)" if others else ""
         raise InvalidInput(f"memory {memory_id} has no token set for {identity.model_id}{hint}; train it first "
                            "(POST /v1/memory-tokens/train)", code="no_token_set", details={"field": "model"})
+    if found[memory_id].shape[0] == 0:
+        note = next(s.note for s in store.statuses(session, scope, [memory_id])[memory_id]
+                    if s.model_id == identity.model_id)
+        raise InvalidInput(f"memory {memory_id} was not trained for {identity.model_id}: {note}",
+                           code="no_token_set", details={"field": "model"})
     verified = bool(store.verified_sets(session, scope, identity.model_id, [memory_id]))
     model = load_local_model(spec.spec, name=spec.name)
     n_tokens = spec.counter().count(content)
