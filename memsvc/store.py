@@ -19,7 +19,7 @@ from memsvc import idempotency, jobs, pagination
 from memsvc.config import Settings, get_settings
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
-from memsvc.lifecycle.retention import initial_strength
+from memsvc.lifecycle.retention import forgetting_starts_at, initial_strength
 from memsvc.llm.summarizer import write_summary
 from memsvc.memtokens import store as memtoken_store
 from memsvc.models import Memory, MemoryLink
@@ -119,7 +119,7 @@ class MemoryStore:
             # made yet (MEMSVC_SUMMARIZER=llm: the maintenance pass asks the model).
             summary=summary, summary_by=summary_by,
             importance=item.importance, strength=initial_strength(item.importance), access_count=0,
-            last_accessed_at=now, occurred_at=occurred, recorded_at=now, updated_at=now,
+            last_accessed_at=forgetting_starts_at(now, occurred), occurred_at=occurred, recorded_at=now, updated_at=now,
             valid_from=valid_from, valid_to=valid_to, content_hash=content_hash(content),
             metadata_=item.metadata, tags=item.tags, embedding=embedding,
             embedding_model="client" if embedding is not None else None,
@@ -186,6 +186,9 @@ class MemoryStore:
             if value is None and name in ("kind", "importance", "occurred_at", "tags", "metadata_"):
                 raise InvalidInput(f"{name} cannot be null", details={"field": name})
             setattr(memory, name, value)
+        if "occurred_at" in fields and not memory.access_count:
+            # Not used since it was stored: it ages from its (corrected) date, as it would have at write.
+            memory.last_accessed_at = forgetting_starts_at(memory.recorded_at, memory.occurred_at)
         if memory.valid_to is not None and memory.valid_from is not None and memory.valid_to <= memory.valid_from:
             raise InvalidInput("valid_to must be after valid_from", details={"field": "valid_to"})
         memory.updated_at = datetime.now(UTC)

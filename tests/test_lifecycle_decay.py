@@ -153,6 +153,55 @@ def test_synthetic_timeline_demotes_in_order_and_use_promotes(sessions, client, 
         assert row.embedding is not None and row.embedding_half is None
 
 
+def test_imported_history_ages_from_when_it_happened_until_it_is_used(sessions, client, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    key = make_tenant()
+    tenant = tenant_of_key(sessions, key)
+    now = datetime.now(UTC)
+    text = "Alice and Bob planned the trip to Lisbon for the spring, and Carol booked the flights in March."
+
+    def write(occurred_at: datetime | None, label: str) -> dict:  # type: ignore[type-arg]
+        body = {"content": f"{text} ({label})", "importance": 0.5}
+        if occurred_at is not None:
+            body["occurred_at"] = occurred_at.isoformat()
+        r = client.post("/v1/memories", json=body, headers=auth(key))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    fresh = write(None, "fresh")
+    old = write(now - 400 * DAY, "imported")  # two hundred days past the archive point of importance 0.5
+    recent = write(now - 70 * DAY, "imported, recent")  # past the summary point (~62 days), not the gist's
+    planned = write(now + 30 * DAY, "planned")
+    policy = get_policy(sessions(), tenant)
+    assert fresh["retention"] > 0.999 and planned["retention"] > 0.999
+    assert old["retention"] < recent["retention"] < fresh["retention"]
+    assert old["retention"] == pytest.approx(retention_at(now, now - 400 * DAY, 3.0, policy.tau0_seconds), rel=1e-3)
+    assert datetime.fromisoformat(old["last_accessed_at"]) == datetime.fromisoformat(old["occurred_at"])
+    # Not demoted while younger than min_age in the service (consolidation still gets the verbatim text)...
+    def tiers() -> dict[str, str]:  # the listing is no use of a memory (GET of one is)
+        return {m["id"]: m["tier"] for m in client.get("/v1/memories", headers=auth(key)).json()["items"]}
+
+    run_decay(sessions, tenant, now + timedelta(hours=1), policy=policy, llm=BuiltinLLM())
+    assert set(tiers().values()) == {"verbatim"}
+    # ...then moved as the tier policy says for its age: the old one archived, the recent one a summary.
+    later = now + timedelta(hours=policy.min_age_hours + 1)
+    report = run_decay(sessions, tenant, later, policy=policy, llm=BuiltinLLM())
+    seen = tiers()
+    assert (seen[old["id"]], seen[recent["id"]], seen[fresh["id"]], seen[planned["id"]]) == (
+        "archived", "summary", "verbatim", "verbatim"), report
+    # A use refreshes it like any memory: retention back to 1, one tier up, and the next pass leaves it there.
+    used = client.get(f"/v1/memories/{old['id']}", headers=auth(key)).json()
+    assert used["tier"] == "gist" and used["retention"] > 0.99 and used["access_count"] == 1
+    run_decay(sessions, tenant, datetime.now(UTC) + timedelta(hours=1), policy=policy, llm=BuiltinLLM())
+    assert tiers()[old["id"]] == "gist"
+    # Correcting the date of a memory never used ages it from the corrected date; a used one keeps its clock.
+    r = client.patch(f"/v1/memories/{fresh['id']}", json={"occurred_at": (now - 400 * DAY).isoformat()},
+                     headers=auth(key))
+    assert r.status_code == 200 and r.json()["retention"] < 0.02, r.text
+    r = client.patch(f"/v1/memories/{old['id']}", json={"occurred_at": (now - 800 * DAY).isoformat()},
+                     headers=auth(key))
+    assert r.status_code == 200 and r.json()["last_accessed_at"] == used["last_accessed_at"], r.text
+
+
 def test_reinforce_used_sql_matches_python(sessions) -> None:  # type: ignore[no-untyped-def]
     tenant = new_tenant(sessions)
     ids = _random_rows(sessions, tenant, 60, seed=5)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from memsvc.lifecycle.retention import (
     MAX_EXPONENT,
     MIN_STRENGTH,
+    forgetting_starts_at,
     initial_strength,
     reinforce,
     retention,
@@ -90,6 +91,15 @@ def test_weaken() -> None:
     assert weaken(0.06, 0.5, min_strength=0.05) == 0.05
     with pytest.raises(ValueError):
         weaken(4.0, 1.5)
+
+
+def test_forgetting_starts_when_it_happened_if_that_was_before_it_was_stored() -> None:
+    stored = datetime(2024, 3, 1, tzinfo=UTC)
+    imported = stored - timedelta(days=400)
+    assert forgetting_starts_at(stored, imported) == imported  # imported history ages from its own date
+    assert forgetting_starts_at(stored, stored + timedelta(days=9)) == stored  # a planned event: from storing
+    assert forgetting_starts_at(stored, None) == stored
+    assert retention_at(stored, forgetting_starts_at(stored, imported), 3.0, TAU0) < 0.02
 
 
 def test_initial_strength_from_importance() -> None:

@@ -44,6 +44,17 @@ def retention_at(now: datetime, last_accessed_at: datetime, strength: float, tau
     return retention((now - last_accessed_at).total_seconds(), strength, tau0_seconds)
 
 
+def forgetting_starts_at(recorded_at: datetime, occurred_at: datetime | None) -> datetime:
+    """Where the forgetting curve of a memory not used since it was stored starts (its last_accessed_at).
+
+    When it happened, if that was before it was stored: imported history ages as if last recalled back
+    then, so a conversation from two years ago does not come in as fresh as this morning's. Otherwise when
+    it was stored: an occurred_at in the future (a planned event) must not keep a memory at R = 1 until then.
+    A later use moves the start to that use, as for any memory.
+    """
+    return recorded_at if occurred_at is None else min(recorded_at, occurred_at)
+
+
 def initial_strength(importance: float) -> float:
     """Starting strength 1..5 from importance 0..1: an important memory's time constant is 5x longer.
 
