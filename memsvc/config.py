@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # The maintenance pass purges expired records.
     idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
 
-    # Secret for signing pagination cursors; derived from the database identity when unset.
+    # Secret for signing pagination cursors; when unset, one made at random per deployment and kept in its database.
     cursor_secret: str | None = None
 
     # Chat (POST /v1/chat/completions; memsvc.chat_policy): the models callers may name (glob patterns, a JSON

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -215,6 +216,31 @@ def recover(
 # ---- reading --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What waits and runs now, deployment-wide (for /metrics)."""
+
+    counts: dict[tuple[str, str], int]  # (kind, status) -> jobs, for queued and running
+    due: int  # queued jobs whose run_after has come
+    oldest_due_s: float  # how long the oldest of those has waited
+
+
+def backlog(engine: Engine) -> Backlog:
+    """Read through the partial index on unfinished jobs (finished ones are never scanned: they pile up)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT kind, status, count(*), "
+            "       count(*) FILTER (WHERE status = 'queued' AND coalesce(run_after, created_at) <= now()), "
+            "       extract(epoch FROM now() - min(coalesce(run_after, created_at)) "
+            "               FILTER (WHERE status = 'queued' AND coalesce(run_after, created_at) <= now())) "
+            "FROM jobs WHERE status IN ('queued', 'running') GROUP BY kind, status"
+        )).all()
+    waited = [float(r[4]) for r in rows if r[4] is not None]
+    return Backlog(counts={(r[0], r[1]): int(r[2]) for r in rows}, due=sum(int(r[3]) for r in rows),
+                   oldest_due_s=max(waited, default=0.0))
+
+
+
 def _visible(tenant_id: uuid.UUID, user_ids: tuple[str, ...] | None, agent_ids: tuple[str, ...] | None) -> list[Any]:
     clauses: list[Any] = [Job.tenant_id == tenant_id]
     # A key restricted to some users/agents sees only the jobs about them.
@@ -246,7 +272,7 @@ def get_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID,
 def list_jobs(
     session: Session, tenant_id: uuid.UUID, *, user_ids: tuple[str, ...] | None = None,
     agent_ids: tuple[str, ...] | None = None, kind: str | None = None, status: str | None = None,
-    cursor: str | None = None, limit: int = 50, secret: bytes = b"memsvc-cursor-v1",
+    cursor: str | None = None, limit: int = 50, secret: bytes,
 ) -> tuple[list[Job], str | None]:
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", details={"field": "status"})

@@ -193,7 +193,16 @@ class LexemeStats(Base):
     df: Mapped[int] = mapped_column(Integer)
 
 
+class DeploymentSecret(Base):
+    """A secret of this deployment (memsvc.deployment), made at random on first use (migration 0013)."""
+
+    __tablename__ = "deployment_secrets"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 __all__ = [
     "Base", "Tenant", "ApiKey", "Memory", "MemoryLink", "Job", "MemoryToken", "IdempotencyRecord", "TextStats",
-    "LexemeStats", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES", "EMBEDDING_DIM",
+    "LexemeStats", "DeploymentSecret", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES", "EMBEDDING_DIM",
 ]

@@ -37,7 +37,11 @@ def decode_cursor(secret: bytes, tenant_id: uuid.UUID, listing: str, cursor: str
         body, signature = cursor.rsplit(".", 1)
         payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         if not hmac.compare_digest(signature, _sign(secret, payload)):
-            raise bad
+            raise BadRequest(
+                "this cursor was not issued by this deployment (or was altered); pass the next_cursor of a "
+                "previous page unchanged, or start again without a cursor",
+                code="invalid_cursor",
+            )
         data = json.loads(payload)
         if data["t"] != str(tenant_id) or data["l"] != listing:
             raise BadRequest(

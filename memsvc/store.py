@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session, undefer
 
-from memsvc import idempotency, jobs, pagination
+from memsvc import deployment, idempotency, jobs, pagination
 from memsvc.config import Settings, get_settings
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
@@ -220,7 +220,7 @@ class MemoryStore:
                 query = query.where(column == value)
         if filters.tag is not None:
             query = query.where(Memory.tags.contains([filters.tag]))
-        listing, secret = filters.key(), self._cursor_secret()
+        listing, secret = filters.key(), deployment.cursor_secret(self.session, self.settings.cursor_secret)
         if cursor:
             pos = pagination.decode_cursor(secret, self.scope.tenant_id, listing, cursor)
             query = query.where(tuple_(Memory.recorded_at, Memory.id) < tuple_(pos.recorded_at, pos.id))
@@ -238,9 +238,6 @@ class MemoryStore:
 
     def count(self) -> int:
         return int(self.session.scalar(self.scope.select(func.count(Memory.id))) or 0)
-
-    def _cursor_secret(self) -> bytes:
-        return (self.settings.cursor_secret or "memsvc-cursor-v1").encode()
 
     # ---- deletion -----------------------------------------------------------------------------
     def delete(self, memory_id: uuid.UUID) -> DeletionReport:

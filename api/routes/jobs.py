@@ -6,15 +6,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from api.deps import get_session, requires
-from memsvc import jobs
+from memsvc import deployment, jobs
 from memsvc.store import parse_uuid
 from memsvc.tenancy import Principal
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-
-
-def _secret(request: Request) -> bytes:
-    return (request.app.state.settings.cursor_secret or "memsvc-cursor-v1").encode()
 
 
 @router.get("/jobs", response_model=jobs.JobPage, description="Newest first; filter by kind and status.")
@@ -27,7 +23,8 @@ def list_jobs(
 ) -> jobs.JobPage:
     rows, next_cursor = jobs.list_jobs(
         session, principal.tenant_id, user_ids=principal.user_ids, agent_ids=principal.agent_ids, kind=kind,
-        status=status, cursor=cursor, limit=limit, secret=_secret(request),
+        status=status, cursor=cursor, limit=limit,
+        secret=deployment.cursor_secret(session, request.app.state.settings.cursor_secret),
     )
     return jobs.JobPage(items=[jobs.job_out(j) for j in rows], next_cursor=next_cursor)
 
