@@ -8,14 +8,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 
 from memsvc.models import Memory, Tenant
 
@@ -132,6 +133,27 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
+
+
+@contextmanager
+def table_locked(engine: Engine, table: str) -> Iterator[Callable[[], bool]]:
+    """An EXCLUSIVE lock on `table` for the block (reads pass, writes wait): a job stops at its first write
+    there, inside its transaction, so a test can kill it mid-write without any sleep in the code under test.
+    Yields a predicate: another backend waits for the lock after writing something (it has a transaction id)."""
+
+    def waiting() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.scalar(text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.relation = CAST(:t AS regclass) AND NOT l.granted AND a.backend_xid IS NOT NULL"),
+                {"t": table}))
+
+    with engine.connect() as conn:
+        conn.execute(text(f"LOCK TABLE {table} IN EXCLUSIVE MODE"))
+        try:
+            yield waiting
+        finally:
+            conn.rollback()
 
 
 def wait_for(predicate: Any, timeout: float, what: str, worker: Worker | None = None) -> Any:

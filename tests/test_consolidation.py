@@ -23,6 +23,7 @@ from memsvc.queue import RecordingQueue
 from memsvc.scoping import MemoryScope
 from memsvc.store import MemoryStore
 from tests.lifecycle_helpers import insert_memory, new_tenant
+from tests.llm_mock import script_litellm
 
 MAY, JUNE, AUG = (datetime(2023, m, 1, 12, tzinfo=UTC) for m in (5, 6, 8))
 
@@ -154,11 +155,13 @@ def test_older_fact_learned_late_is_inserted_as_history(engine, sessions) -> Non
     (json.dumps({"facts": [{"text": "x", "subject": "y"}]}), "wrong schema"),
     ("", "empty answer"),
 ])
-def test_bad_llm_output_is_retried_then_the_job_fails_and_nothing_changes(engine, sessions, bad, reason) -> None:  # type: ignore[no-untyped-def]
+def test_bad_llm_output_is_retried_then_the_job_fails_and_nothing_changes(engine, sessions, bad, reason,  # type: ignore[no-untyped-def]
+                                                                         monkeypatch) -> None:
     tenant = new_tenant(sessions)
     with sessions() as s, s.begin():
         e1 = insert_memory(s, tenant, "I adopted a cat named Luna.", at=MAY, user_id="melanie")
-    llm = LiteLLMGateway("gpt-4o-mini", max_retries=2, mock_response=[bad, bad, bad])
+    script_litellm(monkeypatch, [bad, bad, bad])
+    llm = LiteLLMGateway("gpt-4o-mini", max_retries=2)
     ctx, queue = make_ctx(engine, llm)
     job = consolidate_job(ctx, ConsolidationScope(tenant, "melanie"))
     assert job.status == "failed" and job.attempts == 1 and queue.enqueued == []
@@ -213,7 +216,7 @@ def test_transient_failure_is_retried_with_backoff(engine, sessions) -> None:  #
         assert len(job.result["created"]) >= 1
 
 
-def test_deleting_a_source_rederives_or_removes_dependents(engine, sessions) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_a_source_rederives_or_removes_dependents(engine, sessions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     tenant = new_tenant(sessions)
     scope = ConsolidationScope(tenant, "melanie")
     with sessions() as s, s.begin():
@@ -236,7 +239,8 @@ def test_deleting_a_source_rederives_or_removes_dependents(engine, sessions) -> 
     answers = {by_text["Melanie has a cat named Luna."]: facts_json(fact("Melanie has a cat named Luna.", [e2.id])),
                by_text["Melanie runs every morning."]: facts_json()}
     in_order = [answers[i] for i in report.derived_orphaned]
-    ctx, _ = make_ctx(engine, LiteLLMGateway("gpt-4o-mini", mock_response=in_order))
+    script_litellm(monkeypatch, in_order)
+    ctx, _ = make_ctx(engine, LiteLLMGateway("gpt-4o-mini"))
     assert run_job(ctx, job_id) == "succeeded"
     with sessions() as s:
         job = s.get(Job, job_id)

@@ -19,6 +19,7 @@ from memsvc.llm import BuiltinLLM, LiteLLMGateway
 from memsvc.models import Memory
 from tests.conftest import auth
 from tests.lifecycle_helpers import tenant_of_key
+from tests.llm_mock import script_litellm
 from tests.test_consolidation import consolidate_job, make_ctx, semantic
 
 JAN, MAR, JUN, SEP = (datetime(2024, m, 10, 9, tzinfo=UTC) for m in (1, 3, 6, 9))
@@ -164,9 +165,8 @@ def _facts_json(*facts: dict[str, Any]) -> str:
     return json.dumps({"facts": list(facts)})
 
 
-def test_corpus_with_a_model_attributes_statements_and_validates_its_answer(client, make_tenant, engine) -> None:  # type: ignore[no-untyped-def]
-    import litellm
-
+def test_corpus_with_a_model_attributes_statements_and_validates_its_answer(client, make_tenant, engine,  # type: ignore[no-untyped-def]
+                                                                           monkeypatch) -> None:
     key = make_tenant()
     sessions = session_factory(engine)
     tenant = tenant_of_key(sessions, key)
@@ -185,21 +185,9 @@ def test_corpus_with_a_model_attributes_statements_and_validates_its_answer(clie
                     "source_ids": [berlin], "confidence": 0.9}
     good = {"text": "Alice lives in Berlin.", "subject": "Alice", "attribute": "residence", "value": "Berlin",
             "source_ids": [berlin], "confidence": 0.9}
-    sent: list[dict[str, Any]] = []
-    real = litellm.completion
-
-    def spy(**kwargs: Any) -> Any:
-        sent.append(kwargs)
-        return real(**kwargs)
-
-    litellm.completion = spy
-    try:
-        llm = LiteLLMGateway("gpt-4o-mini", max_retries=2,
-                             mock_response=[_facts_json(assistant_fact), _facts_json(pronoun_fact), _facts_json(good)])
-        ctx, _ = make_ctx(engine, llm)
-        job = consolidate_job(ctx, ConsolidationScope(tenant, "alice"))
-    finally:
-        litellm.completion = real
+    sent = script_litellm(monkeypatch, [_facts_json(assistant_fact), _facts_json(pronoun_fact), _facts_json(good)])
+    ctx, _ = make_ctx(engine, LiteLLMGateway("gpt-4o-mini", max_retries=2))
+    job = consolidate_job(ctx, ConsolidationScope(tenant, "alice"))
     assert job.status == "succeeded", job.error
     assert [f.content for f in semantic(sessions, tenant)] == ["Alice lives in Berlin."]
     assert job.result["llm_usage"]["rejected_outputs"] == 2 and len(sent) == 3

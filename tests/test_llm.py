@@ -20,6 +20,7 @@ from memsvc.llm import (
 )
 from memsvc.llm.builtin import resolve_relative_dates
 from memsvc.llm.gateway import GIST_MAX_WORDS
+from tests.llm_mock import script_litellm
 
 MAY8 = datetime(2023, 5, 8, 13, 56)  # a Monday
 
@@ -217,13 +218,14 @@ def test_gateway_sends_roles_and_speakers_and_skips_batches_without_a_user(spy: 
     assert len(spy) == 1
 
 
-def test_gateway_retries_after_invalid_json(spy: list[dict[str, Any]]) -> None:
-    g = LiteLLMGateway("gpt-4o-mini", max_retries=2, mock_response=["Sure! Here are the facts:", GOOD])
+def test_gateway_retries_after_invalid_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = script_litellm(monkeypatch, ["Sure! Here are the facts:", GOOD])
+    g = LiteLLMGateway("gpt-4o-mini", max_retries=2)
     assert len(g.extract_facts(EPISODES)) == 2
-    assert len(spy) == 2
-    feedback = spy[1]["messages"][-1]["content"]
+    assert len(sent) == 2
+    feedback = sent[1]["messages"][-1]["content"]
     assert "rejected" in feedback and "invalid JSON" in feedback
-    assert spy[1]["messages"][-2] == {"role": "assistant", "content": "Sure! Here are the facts:"}
+    assert sent[1]["messages"][-2] == {"role": "assistant", "content": "Sure! Here are the facts:"}
     assert g.usage.calls == 2 and g.usage.rejected_outputs == 1
 
 
@@ -234,8 +236,9 @@ def test_gateway_retries_after_invalid_json(spy: list[dict[str, Any]]) -> None:
     ("   ", "empty answer"),
     ("", "empty answer"),
 ])
-def test_gateway_gives_up_with_the_reason(answer: str, reason: str) -> None:
-    g = LiteLLMGateway("gpt-4o-mini", max_retries=1, mock_response=answer)
+def test_gateway_gives_up_with_the_reason(answer: str, reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    script_litellm(monkeypatch, [answer, answer])
+    g = LiteLLMGateway("gpt-4o-mini", max_retries=1)
     with pytest.raises(LLMOutputError, match=reason) as e:
         g.extract_facts(EPISODES)
     assert e.value.status == 502 and e.value.code == "llm_output_invalid"
@@ -243,9 +246,9 @@ def test_gateway_gives_up_with_the_reason(answer: str, reason: str) -> None:
     assert g.usage.calls == 2
 
 
-def test_gateway_usage_is_accounted_per_block() -> None:
-    g = LiteLLMGateway("gpt-4o-mini", mock_response=['{"summary": "Melanie moved to Boston."}',
-                                                     '{"gist": "Melanie Boston move"}', GOOD])
+def test_gateway_usage_is_accounted_per_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    script_litellm(monkeypatch, ['{"summary": "Melanie moved to Boston."}', '{"gist": "Melanie Boston move"}', GOOD])
+    g = LiteLLMGateway("gpt-4o-mini")
     text = "Melanie told Caroline that she moved to Boston yesterday because of a new job at a hospital."
     with track_usage() as outer:
         assert g.summarize(text) == "Melanie moved to Boston."
@@ -266,13 +269,10 @@ def test_gateway_rejects_a_summary_longer_than_the_text() -> None:
         g.summarize(text)
 
 
-def test_gateway_call_errors_and_mock_exhaustion() -> None:
+def test_gateway_call_errors_are_retryable_llm_call_errors() -> None:
     with pytest.raises(LLMCallError) as e:
         LiteLLMGateway("gpt-4o-mini", mock_response="litellm.RateLimitError").gist(STORY)
     assert e.value.retryable
-    g = LiteLLMGateway("gpt-4o-mini", max_retries=3, mock_response=["nope"])
-    with pytest.raises(RuntimeError, match="exhausted"):
-        g.extract_facts(EPISODES)
 
 
 def test_get_llm() -> None:

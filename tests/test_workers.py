@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from memsvc.db import session_factory
 from memsvc.models import Job, Memory
 from tests.conftest import auth
-from tests.lifecycle_helpers import Worker, redis_url, tenant_of_key, wait_for  # noqa: F401 - fixture
+from tests.lifecycle_helpers import Worker, redis_url, table_locked, tenant_of_key, wait_for  # noqa: F401 - fixture
 
 EPISODES = [
     # Each states one thing the built-in extractor understands (a closed set of patterns).
@@ -34,7 +34,7 @@ def broker(client, redis_url: str, database_url: str, state_dir: Path) -> Iterat
     queue = f"memsvc-test-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ, "MEMSVC_DATABASE_URL": database_url, "MEMSVC_REDIS_URL": redis_url,
-        "MEMSVC_CELERY_QUEUE": queue, "MEMSVC_STATE_DIR": str(state_dir / queue), "MEMSVC_TESTING": "1",
+        "MEMSVC_CELERY_QUEUE": queue, "MEMSVC_STATE_DIR": str(state_dir / queue),
         "MEMSVC_LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     }
     env.pop("MEMSVC_LLM_MODEL", None)  # the built-in: offline and deterministic
@@ -96,14 +96,16 @@ def test_worker_killed_mid_consolidation_restarts_and_completes(client, make_ten
     r = client.post("/v1/consolidate", json={"user_id": "maria"}, headers=auth(key))
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
-    # Each checkpoint of the job sleeps, so the kill lands inside the transaction that writes facts.
-    worker = Worker(broker, tmp_path / "worker.log").start(MEMSVC_TEST_STEP_DELAY_S="4")
-    try:
-        wait_for(lambda: _job(client, key, job_id)["result"].get("stage") == "writing-facts", 90,
-                 "the job to reach the middle of its write", worker)
-        worker.kill()
-    finally:
-        worker.stop()
+    # Its links wait on a lock this test holds, so the kill lands inside the transaction that writes facts,
+    # after its first fact row.
+    with table_locked(engine, "memory_links") as blocked_mid_write:
+        worker = Worker(broker, tmp_path / "worker.log").start()
+        try:
+            wait_for(blocked_mid_write, 90, "the job to block in the middle of its write", worker)
+            assert _job(client, key, job_id)["result"].get("stage") == "writing"
+            worker.kill()
+        finally:
+            worker.stop()
     sessions = session_factory(engine)
     with sessions() as s:
         job = s.get(Job, uuid.UUID(job_id))

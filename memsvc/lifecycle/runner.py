@@ -157,8 +157,6 @@ def _consolidate(ctx: RunContext, job: JobView) -> dict[str, Any]:
     def checkpoint(stage: str) -> None:
         with ctx.sessions() as session, session.begin():
             jobs.merge_result(session, job.id, {"stage": stage})
-        if ctx.settings.step_delay_s:
-            time.sleep(ctx.settings.step_delay_s)
 
     report = consolidate(ctx.sessions, scope, llm=ctx.llm(), embedder=ctx.embedder(), settings=ctx.settings,
                          reprocess=bool(job.params.get("reprocess")), now=_now(job.params) if "now" in job.params

@@ -48,15 +48,6 @@ class LifecycleSettings(BaseSettings):
     # because every task checks its jobs row first.
     broker_visibility_timeout_s: int = Field(3600, ge=1)
 
-    # Tests only: sleep this long at each checkpoint of a consolidation so a test can kill the worker
-    # mid-way. Ignored unless MEMSVC_TESTING=1, so a stray env var cannot slow production down.
-    testing: bool = False
-    test_step_delay_s: float = Field(0.0, ge=0)
-
-    @property
-    def step_delay_s(self) -> float:
-        return self.test_step_delay_s if self.testing else 0.0
-
 
 @lru_cache(maxsize=1)
 def get_lifecycle_settings() -> LifecycleSettings:

@@ -252,7 +252,6 @@ class _Reject(Exception):
 
 
 T = TypeVar("T")
-MockResponse = str | dict[str, Any]
 
 _SYSTEM = ("You are the memory consolidation component of a long-term memory service. "
            "Answer with one JSON object only, no prose, no code fences.")
@@ -306,8 +305,7 @@ class LiteLLMGateway(UsageMeter):
     An answer that is empty, not JSON or not the schema is sent back to the model with the
     reason, up to max_retries times; then LLMOutputError says what was wrong.
 
-    mock_response: litellm's own mock, for tests. A string (or dict) answers every call; a list is
-    consumed one item per call, retries included.
+    completion_kwargs go to every litellm.completion call as they are (api_base, api_key, ...).
     """
 
     def __init__(
@@ -315,7 +313,6 @@ class LiteLLMGateway(UsageMeter):
         model: str,
         max_retries: int = 2,
         *,
-        mock_response: MockResponse | Sequence[MockResponse] | None = None,
         temperature: float = 0.0,
         timeout_s: float = 120.0,
         **completion_kwargs: Any,
@@ -328,13 +325,6 @@ class LiteLLMGateway(UsageMeter):
         self.temperature = temperature
         self.timeout_s = timeout_s
         self.completion_kwargs = completion_kwargs
-        self._mocks: list[MockResponse] | None = None
-        self._mock_fixed: MockResponse | None = None
-        if isinstance(mock_response, str | dict):
-            self._mock_fixed = mock_response
-        elif mock_response is not None:
-            self._mocks = list(mock_response)
-        self._mock_lock = threading.Lock()
 
     # -- the three tasks ---------------------------------------------------------------------
 
@@ -412,14 +402,6 @@ class LiteLLMGateway(UsageMeter):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _next_mock(self) -> MockResponse | None:
-        if self._mocks is None:
-            return self._mock_fixed
-        with self._mock_lock:
-            if not self._mocks:
-                raise RuntimeError("LiteLLMGateway: mock responses exhausted")
-            return self._mocks.pop(0)
-
     def _complete(self, messages: list[dict[str, str]]) -> tuple[str, Usage]:
         litellm = _import_litellm()
         kwargs: dict[str, Any] = {
@@ -428,11 +410,6 @@ class LiteLLMGateway(UsageMeter):
             # Providers without JSON mode get the prompt alone instead of an error.
             "drop_params": True, **self.completion_kwargs,
         }
-        mock = self._next_mock()
-        if mock is not None:
-            # litellm ignores a falsy mock and makes a real call; an empty answer must stay a mock.
-            kwargs["mock_response"] = mock if mock != "" else litellm.ModelResponse(
-                choices=[{"message": {"role": "assistant", "content": ""}}])
         import openai  # litellm's exceptions all derive from openai.APIError
 
         try:
