@@ -31,6 +31,7 @@ from memsvc_client.models import (  # noqa: E402
     ApiKeyCreated,
     BatchResult,
     ContextResult,
+    DecodedTokens,
     DeletionReport,
     Health,
     Job,
@@ -39,6 +40,8 @@ from memsvc_client.models import (  # noqa: E402
     Lineage,
     Memory,
     MemoryPage,
+    MemoryTokenPolicy,
+    MemoryTokenStatus,
     NewMemory,
     Policy,
     Readiness,
@@ -51,10 +54,11 @@ from memsvc_client.models import (  # noqa: E402
 
 __all__ = [
     "APIError", "ApiKey", "ApiKeyCreated", "AsyncMemsvcClient", "AuthenticationError", "BadRequestError",
-    "BatchResult", "Call", "ConflictError", "ContextResult", "DeletionReport", "EmbeddingDimensionError", "Health",
-    "IdempotencyKeyReusedError", "InvalidCursorError", "InvalidInputError", "Job", "JobAccepted", "JobPage",
-    "Lineage", "Memory", "MemoryPage", "MemsvcClient", "MemsvcConnectionError", "MemsvcError", "MemsvcTimeoutError",
-    "ModelError", "ModelOutputError", "NewMemory", "NotFoundError", "PayloadTooLargeError", "PermissionDeniedError",
-    "Policy", "RateLimitError", "Readiness", "RetentionCurve", "RetryPolicy", "SearchHit", "SearchResult",
-    "ServerError", "ServiceUnavailableError", "Stats", "Tenant", "TokenizerUnavailableError", "UNSET"
+    "BatchResult", "Call", "ConflictError", "ContextResult", "DecodedTokens", "DeletionReport",
+    "EmbeddingDimensionError", "Health", "IdempotencyKeyReusedError", "InvalidCursorError", "InvalidInputError",
+    "Job", "JobAccepted", "JobPage", "Lineage", "Memory", "MemoryPage", "MemoryTokenPolicy", "MemoryTokenStatus",
+    "MemsvcClient", "MemsvcConnectionError", "MemsvcError", "MemsvcTimeoutError", "ModelError", "ModelOutputError",
+    "NewMemory", "NotFoundError", "PayloadTooLargeError", "PermissionDeniedError", "Policy", "RateLimitError",
+    "Readiness", "RetentionCurve", "RetryPolicy", "SearchHit", "SearchResult", "ServerError",
+    "ServiceUnavailableError", "Stats", "Tenant", "TokenizerUnavailableError", "UNSET",
 ]

@@ -37,6 +37,7 @@ from memsvc_client.models import (
     ConsolidateQuery,
     ContextQuery,
     ContextResult,
+    DecodedTokens,
     DeletionReport,
     Health,
     Job,
@@ -48,6 +49,8 @@ from memsvc_client.models import (
     Memory,
     MemoryPage,
     MemoryPatch,
+    MemoryTokenPolicy,
+    MemoryTokenStatusList,
     NewMemory,
     Policy,
     Readiness,
@@ -62,6 +65,7 @@ from memsvc_client.models import (
     Tenant,
     TenantCreate,
     Tier,
+    TrainTokensQuery,
 )
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -345,6 +349,47 @@ class _Api:
         """Learned-sparse vectors for the tenant's memories that lack them (a background job). Admin keys only."""
         return Call("POST", "/v1/maintenance/sparse-backfill", parse_model(JobAccepted), json={"reencode": reencode},
                     retry_safe=False)
+
+    # ---- memory tokens (local models) -----------------------------------------------------------
+    @endpoint
+    def get_memory_token_policy(self) -> Call[MemoryTokenPolicy]:
+        return Call("GET", "/v1/policy/memory-tokens", parse_model(MemoryTokenPolicy))
+
+    @endpoint
+    def set_memory_token_policy(self, **fields: Any) -> Call[MemoryTokenPolicy]:
+        """Replace the memory-token policy (fields left out take their defaults). Admin keys only."""
+        return Call("PUT", "/v1/policy/memory-tokens", parse_model(MemoryTokenPolicy), json=fields)
+
+    @endpoint
+    def update_memory_token_policy(self, **fields: Any) -> Call[MemoryTokenPolicy]:
+        """Change some fields of the memory-token policy. Admin keys only."""
+        if not fields:
+            raise invalid("update_memory_token_policy needs at least one field to change")
+        return Call("PATCH", "/v1/policy/memory-tokens", parse_model(MemoryTokenPolicy), json=fields)
+
+    @endpoint
+    def train_memory_tokens(
+        self, memory_ids: Sequence[str | uuid.UUID] | None = None, *, user_id: str | None = None,
+        agent_id: str | None = None, session_id: str | None = None, model: str | None = None,
+        retrain: bool = False,
+    ) -> Call[JobAccepted]:
+        """Train memory tokens for these memories, or for what the policy selects in a scope (a background job)."""
+        body = validated(TrainTokensQuery, {
+            "memory_ids": [as_uuid(m) for m in memory_ids] if memory_ids is not None else None,
+            "user_id": user_id, "agent_id": agent_id, "session_id": session_id, "model": model, "retrain": retrain,
+        }).body()
+        return Call("POST", "/v1/memory-tokens/train", parse_model(JobAccepted), json=body, retry_safe=False)
+
+    @endpoint
+    def memory_tokens(self, memory_id: str | uuid.UUID) -> Call[MemoryTokenStatusList]:
+        """A memory's trained token sets: per local model, verified or not, current or not."""
+        return Call("GET", f"/v1/memories/{as_uuid(memory_id)}/tokens", parse_model(MemoryTokenStatusList))
+
+    @endpoint
+    def decode_memory_tokens(self, memory_id: str | uuid.UUID, *, model: str | None = None) -> Call[DecodedTokens]:
+        """Decode a memory's stored token set back to text, to check it against the content."""
+        return Call("POST", f"/v1/memories/{as_uuid(memory_id)}/tokens/decode", parse_model(DecodedTokens),
+                    json={"model": model})
 
     # ---- insight --------------------------------------------------------------------------------
     @endpoint

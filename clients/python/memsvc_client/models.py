@@ -135,6 +135,7 @@ class ContextQuery(RetrievalFilters):
     sections: list[Literal["profile", "facts", "episodes"]] | None = None
     format: Literal["markdown", "plain"] | None = None
     max_candidates: int | None = Field(default=None, ge=1, le=500)
+    memory_tokens: bool | None = None  # local models: let verified memory-token sets stand in for texts
 
     @model_validator(mode="after")
     def _needs_query(self) -> ContextQuery:
@@ -164,6 +165,51 @@ class KeyCreate(_Request):
 
 
 # ---- responses --------------------------------------------------------------------------------
+class MemoryTokenStatus(_Response):
+    """One trained memory-token set of a memory, for one local model (name@weights-hash)."""
+
+    model_id: str
+    verified: bool  # a greedy decode of the stored vectors reproduced the content exactly
+    current: bool  # trained on the memory's present content
+    vectors: int
+    content_tokens: int
+    train_steps: int
+    train_seconds: float
+    trained_at: datetime
+    note: str | None = None
+
+
+class MemoryTokenStatusList(_Response):
+    memory_id: uuid.UUID
+    items: list[MemoryTokenStatus]
+
+
+class DecodedTokens(_Response):
+    memory_id: uuid.UUID
+    model_id: str
+    text: str  # what greedy decoding from the stored vectors alone produces
+    exact: bool  # == the memory's content
+    verified: bool
+
+
+class MemoryTokenPolicy(_Response):
+    """Which memories get memory tokens, for which local model."""
+
+    enabled: bool = False
+    model: str = "smollm2"
+    kinds: list[str] = Field(default_factory=list)
+    min_importance: float = 0.0
+    max_tokens: int = 128
+    tokens_per_vector: int = 32
+    min_vectors: int = 1
+
+
+class TrainTokensQuery(ScopeSelector):
+    memory_ids: list[uuid.UUID] | None = Field(default=None, max_length=1000)
+    model: str | None = Field(default=None, max_length=200)
+    retrain: bool = False
+
+
 class Memory(_Response):
     id: uuid.UUID
     kind: Kind
@@ -189,6 +235,7 @@ class Memory(_Response):
     content_hash: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    memory_tokens: list[MemoryTokenStatus] | None = None  # get() only: trained memory-token sets
 
 
 class MemoryPage(_Response):
@@ -222,6 +269,7 @@ class ContextItem(_Response):
     score: float
     value: float | None = None
     reason: str = ""
+    vectors: int | None = None  # fidelity "tokens": the memory went in as this many trained vectors
 
 
 class LeftOut(_Response):
@@ -239,6 +287,7 @@ class ContextResult(_Response):
     exact: bool = True
     items: list[ContextItem] = Field(default_factory=list)
     left_out: list[LeftOut] = Field(default_factory=list)
+    memory_tokens_model: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
@@ -249,6 +298,7 @@ class DeletionReport(_Response):
     links_removed: int = 0
     jobs_removed: int = 0
     idempotency_records_removed: int = 0
+    memory_tokens_removed: int = 0
 
 
 class Tenant(_Response):

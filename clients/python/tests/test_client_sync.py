@@ -57,6 +57,12 @@ ENDPOINTS = {
     ("POST", "/v1/maintenance/sparse-backfill"): "sparse_backfill",
     ("GET", "/v1/stats"): "stats",
     ("GET", "/v1/memories/{memory_id}/links"): "links",
+    ("GET", "/v1/policy/memory-tokens"): "get_memory_token_policy",
+    ("PUT", "/v1/policy/memory-tokens"): "set_memory_token_policy",
+    ("PATCH", "/v1/policy/memory-tokens"): "update_memory_token_policy",
+    ("POST", "/v1/memory-tokens/train"): "train_memory_tokens",
+    ("GET", "/v1/memories/{memory_id}/tokens"): "memory_tokens",
+    ("POST", "/v1/memories/{memory_id}/tokens/decode"): "decode_memory_tokens",
 }
 # Served by other clients on purpose: the OpenAI-compatible endpoint is for the `openai` package.
 NOT_IN_SDK = {("POST", "/v1/chat/completions")}
