@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
 from api.deps import check_params
 from api.errors import install_error_handlers
 from api.limits import install_limits
+from api.observability import Observe
 from api.routes import (
     admin,
     chat,
@@ -24,6 +26,7 @@ from api.routes import (
     lifecycle,
     memories,
     memtokens,
+    metrics,
     recipes,
     search,
     sparse,
@@ -32,7 +35,9 @@ from memsvc import __version__, logsafe
 from memsvc.config import Settings, get_settings
 from memsvc.db import get_engine, session_factory
 from memsvc.embeddings import Embedder, get_embedder
+from memsvc.jobs import backlog
 from memsvc.lifecycle.usage import UsageRecorder
+from memsvc.metrics import build_registry, multiprocess_dir
 from memsvc.ratelimit import limiter_for
 from memsvc.retrieval.recipes import load_book
 from memsvc.memtokens.chat_backend import LocalChatBackend
@@ -41,7 +46,7 @@ from memsvc.retrieval.service import RetrievalService
 from memsvc.memtokens.local_models import LocalModels
 
 ROUTERS = [health.router, memories.router, search.router, admin.router, context.router, jobs.router, lifecycle.router,
-           dashboard.router, chat.router, recipes.router, sparse.router, memtokens.router]
+           dashboard.router, chat.router, recipes.router, sparse.router, memtokens.router, metrics.router]
 
 
 def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:
@@ -82,13 +87,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         yield
         app.state.usage.stop()  # what contexts used and is not written yet
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server (fastapi-offline's copies), not a CDN.
+    app = FastAPIOffline(
         title="memsvc", version=__version__, lifespan=lifespan,
         description="Long-term memory for AI agents. Authenticate with `Authorization: Bearer <API key>`.",
         dependencies=[Depends(check_params)],  # every route: no NUL (or broken UTF-8) in a query or path parameter
     )
     app.state.settings = settings
-    app.state.sessions = session_factory(engine or get_engine(settings.database_url))
+    engine = engine or get_engine(settings.database_url)
+    app.state.sessions = session_factory(engine)
+    # What /metrics serves: every process's events (memsvc serve's workers too) and the state read per scrape.
+    app.state.metrics_registry = build_registry(engine, backlog, multiprocess=multiprocess_dir())
     app.state.embedder = embedder
     app.state.embedder_loaded = embedder_loaded
     app.state.usage = UsageRecorder(app.state.sessions, settings.reinforce_flush_seconds)
@@ -102,6 +111,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     max_body = settings.max_batch_items * settings.max_content_chars * 4 + 1_000_000
 
     install_limits(app, max_body, limiter_for(settings))
+    app.add_middleware(Observe)  # last added, outermost: requests the limits refuse are counted and get an id
 
     for router in ROUTERS:
         app.include_router(router)

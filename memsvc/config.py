@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     max_concurrent_per_key: int = Field(default=64, ge=0)
 
     log_level: str = "INFO"
+    # Log lines as text or as one JSON object each (time, level, logger, message, request_id, route): memsvc.logformat.
+    log_format: Literal["text", "json"] = "text"
+    # Libraries' info logs (uvicorn's access log, Celery's), Celery banners and progress bars (`-v` sets it).
+    verbose: bool = False
+    # Bearer token /metrics asks for; unset: /metrics answers only clients on the same host (loopback).
+    metrics_token: str | None = None
 
     @property
     def state_path(self) -> Path:

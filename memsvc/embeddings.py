@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from memsvc import metrics
 from memsvc.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,16 @@ class SentenceTransformerEmbedder:
                                 if query_runtime == "onnx-int8" else None) or self._query_encoder
 
     def embed_query(self, text: str) -> np.ndarray:
-        if self._search_encoder is not None:
-            return self._search_encoder.encode([text])[0]  # type: ignore[no-any-return]
-        return self.embed([text])[0]
+        with metrics.timed_embedding("query", 1):
+            if self._search_encoder is not None:
+                return self._search_encoder.encode([text])[0]  # type: ignore[no-any-return]
+            return self._embed([text])[0]
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        with metrics.timed_embedding("store", len(texts)):
+            return self._embed(texts)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._query_encoder is not None and len(texts) <= self.single_thread_max:
@@ -83,8 +89,9 @@ class SentenceTransformerEmbedder:
             if len(texts) <= self.single_thread_max:
                 torch.set_num_threads(1)
             try:
-                vectors = self._model.encode(
-                    texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+                vectors = self._model.encode(  # no progress bar: a server's stderr is its log
+                    texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=False,
                 )
             finally:
                 torch.set_num_threads(threads)
@@ -110,6 +117,14 @@ class LiteLLMEmbedder:
         self.dim = dim
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        with metrics.timed_embedding("store", len(texts)):
+            return self._embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with metrics.timed_embedding("query", 1):
+            return self._embed([text])[0]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map fetch at import
         import litellm
 
@@ -124,9 +139,6 @@ class LiteLLMEmbedder:
                 code="embedding_dimension_mismatch",
             )
         return normalize(vectors)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memsvc import jobs
+from memsvc import jobs, metrics
 from memsvc.embeddings import Embedder
 from memsvc.errors import MemsvcError
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
@@ -92,6 +92,7 @@ def run_job(ctx: RunContext, job_id: uuid.UUID) -> str:
             job = JobView(row.id, row.tenant_id, row.kind, dict(row.scope or {}), dict(row.params or {}),
                           row.attempts)
         log.info("job %s (%s) attempt %d", job.id, job.kind, job.attempts)
+        started = time.perf_counter()
         try:
             fn = HANDLERS.get(job.kind)
             if fn is None:
@@ -101,18 +102,22 @@ def run_job(ctx: RunContext, job_id: uuid.UUID) -> str:
             transient = isinstance(exc, LLMCallError) and exc.retryable
             if not transient or job.attempts >= ctx.settings.job_max_attempts:
                 _finish_failed(ctx, job, exc)
+                metrics.observe_job(job.kind, "failed", time.perf_counter() - started)
                 return "failed"
             retry_in = _retry(ctx, job, exc)
         except Exception as exc:
             log.exception("job %s (%s) failed on attempt %d", job.id, job.kind, job.attempts)
             if job.attempts >= ctx.settings.job_max_attempts:
                 _finish_failed(ctx, job, exc)
+                metrics.observe_job(job.kind, "failed", time.perf_counter() - started)
                 return "failed"
             retry_in = _retry(ctx, job, exc)
         else:
             with ctx.sessions() as session, session.begin():
                 jobs.mark_succeeded(session, job.id, result)
+            metrics.observe_job(job.kind, "succeeded", time.perf_counter() - started)
             return "succeeded"
+        metrics.observe_job(job.kind, "retry", time.perf_counter() - started)
     # Enqueued only once our lock is released, so the next delivery is not turned away as "busy".
     ctx.queue.enqueue(job_id, delay_s=retry_in)
     return "retry"
