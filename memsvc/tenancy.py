@@ -142,6 +142,19 @@ def list_keys(session: Session, tenant_id: uuid.UUID) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)))
 
 
+def keys_by_tenant(session: Session, tenant_id: uuid.UUID | None = None) -> list[tuple[str, ApiKey]]:
+    """(tenant name, key) for every key, or one tenant's, by tenant name then age (the operator's listing)."""
+    query = select(Tenant.name, ApiKey).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)
+    return [(name, key) for name, key in session.execute(query.order_by(Tenant.name, ApiKey.created_at)).all()]
+
+
+def key_tenant(session: Session, key_id: uuid.UUID) -> uuid.UUID | None:
+    """The tenant a key belongs to (None: no such key)."""
+    return session.scalar(select(ApiKey.tenant_id).where(ApiKey.id == key_id))
+
+
 def revoke_key(session: Session, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
     """Revoke a key of `tenant_id`. Refused (409) for the last active key that can administer its tenant, and
     for the last active root key: nobody could make new keys then. Revocations run one at a time, so two at

@@ -64,6 +64,15 @@ def _fresh_connections_in_child(**_: Any) -> None:
         db._engines.clear()
 
 
+@signals.setup_logging.connect
+def _log_like_every_memsvc_process(**_: Any) -> None:
+    """A receiver here keeps Celery from configuring logging itself: its records go through memsvc's handler
+    (text or JSON, redacted; memsvc.logformat) like the API's."""
+    from memsvc.logformat import configure_logging
+
+    configure_logging(get_settings())
+
+
 @signals.worker_ready.connect
 def _recover_on_start(**_: Any) -> None:
     """A worker that starts after a crash hands out what the crash left behind right away,
@@ -78,9 +87,14 @@ def _recover_on_start(**_: Any) -> None:
         log.warning("job recovery at worker start failed; beat will retry", exc_info=True)
 
 
+def _quiet(settings: Settings) -> list[str]:
+    """Celery prints a banner to stdout at start; only a verbose run shows it."""
+    return [] if settings.verbose else ["--quiet"]
+
+
 def run_worker(settings: Settings, concurrency: int = 2, queues: str | None = None, pool: str = "prefork") -> int:
-    argv = ["worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency), "--pool", pool,
-            "--without-gossip", "--without-mingle"]
+    argv = [*_quiet(settings), "worker", "--loglevel", settings.log_level, "--concurrency", str(concurrency),
+            "--pool", pool, "--without-gossip", "--without-mingle"]
     if queues:
         argv += ["--queues", queues]
     celery_app.worker_main(argv)
@@ -90,5 +104,5 @@ def run_worker(settings: Settings, concurrency: int = 2, queues: str | None = No
 def run_beat(settings: Settings) -> int:
     schedule_file = settings.state_path / "celerybeat-schedule"
     schedule_file.parent.mkdir(parents=True, exist_ok=True)
-    celery_app.start(["beat", "--loglevel", settings.log_level, "--schedule", str(schedule_file)])
+    celery_app.start([*_quiet(settings), "beat", "--loglevel", settings.log_level, "--schedule", str(schedule_file)])
     return 0
