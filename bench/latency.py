@@ -207,11 +207,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.torch_threads)
-    from harness import percentiles, print_table, running_server
+    from harness import bench_database_url, percentiles, print_table, running_server
 
     from memsvc import migrate, tenancy
     from memsvc.db import get_engine, session_factory, session_scope
-    from memsvc.embedded import start_embedded_postgres
     from memsvc.embeddings import get_embedder
     from memsvc.lifecycle.decay import fill_builtin_summaries
     from memsvc.models import Tenant, TextStats
@@ -219,9 +218,9 @@ def main() -> None:
 
     levels = [lv for lv in args.levels.split(",") if lv]
     results: dict[str, Any] = {"levels": {}, "note": "stored vectors generated (pooled MiniLM + noise), COPY"}
-    with tempfile.TemporaryDirectory(prefix="memsvc-latency-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="memsvc-latency-") as tmp, \
+            bench_database_url(Path(args.state_dir) if args.state_dir else Path(tmp)) as url:
         state = Path(args.state_dir) if args.state_dir else Path(tmp)
-        url = start_embedded_postgres(state)
         if args.shared_buffers and not os.environ.get("MEMSVC_DATABASE_URL"):
             results["shared_buffers"] = set_shared_buffers(url, state, args.shared_buffers)
             print(f"embedded PostgreSQL shared_buffers = {results['shared_buffers']}", flush=True)

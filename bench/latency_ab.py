@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
-from harness import percentiles, print_table, serve_process  # noqa: E402
+from harness import bench_database_url, percentiles, print_table, serve_process  # noqa: E402
 from latency import QUERIED, Corpus, prewarm  # noqa: E402
 
 
@@ -73,13 +73,15 @@ def main() -> None:
     args = parser.parse_args()
     envs = {side: dict(_setting(item) for item in items) for side, items in (("A", args.env_a), ("B", args.env_b))}
 
+    with bench_database_url(Path(args.state_dir)) as url:  # stopped on the way out, Ctrl-C and SIGTERM too
+        compare(args, envs, url)
+
+
+def compare(args: argparse.Namespace, envs: dict[str, dict[str, str]], url: str) -> None:
     from memsvc import tenancy
     from memsvc.db import get_engine, session_scope
-    from memsvc.embedded import start_embedded_postgres
     from memsvc.models import Tenant
 
-    state = Path(args.state_dir)
-    url = start_embedded_postgres(state)
     prewarm(url)
     with session_scope(get_engine(url)) as session:
         tenant = session.query(Tenant).filter(Tenant.name == QUERIED["100k"]).one()

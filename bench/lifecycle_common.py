@@ -25,12 +25,12 @@ TIERS = ("verbatim", "summary", "gist", "archived")
 @contextmanager
 def bench_database(state_dir: str | None = None) -> Iterator[Engine]:
     """A migrated database; an embedded server in state_dir (kept) or a temporary one (removed)."""
+    from harness import bench_database_url
+
     from memsvc import migrate
     from memsvc.db import get_engine
-    from memsvc.embedded import start_embedded_postgres
 
-    with tempfile.TemporaryDirectory(prefix="memsvc-bench-") as tmp:
-        url = os.environ.get("MEMSVC_DATABASE_URL") or start_embedded_postgres(Path(state_dir or tmp))
+    with tempfile.TemporaryDirectory(prefix="memsvc-bench-") as tmp, bench_database_url(state_dir or tmp) as url:
         migrate.upgrade(url)
         engine = get_engine(url)
         try:

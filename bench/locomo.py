@@ -309,6 +309,7 @@ def main() -> None:
                         "a shared 2-core machine, 2 threads for one short query thrash; measured 10x slower)")
     args = parser.parse_args()
     import torch
+    from harness import stopping_postgres
 
     torch.set_num_threads(args.torch_threads)
     budgets = tuple(int(b) for b in args.budgets.split(","))
@@ -319,7 +320,7 @@ def main() -> None:
         state.mkdir(parents=True, exist_ok=True)
         manifest = state / f"ingested-{Path(args.data).stem}.json"
         app, client, root = start_service(state)
-        with client:
+        with stopping_postgres(state), client:  # the server stops after the app, also on Ctrl-C / SIGTERM
             convs = []
             t0 = time.perf_counter()
             n_turns = 0

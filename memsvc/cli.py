@@ -177,7 +177,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     sys.argv = [f"memsvc bench {args.name}", *args.rest]
-    runpy.run_path(str(script), run_name="__main__")
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP in bench/harness.py: what it started is stopped
+        print(f"memsvc bench {args.name}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
