@@ -8,6 +8,7 @@ Screenshots of every view go to $MEMSVC_DASHBOARD_SHOTS (default: a temp dir), n
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,6 +31,11 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1440,1000", "--lang=en-US")
 WAIT_S = 30
+# A job result longer than any table cell: the page must show all of it, readably.
+BIG_RESULT = {"stage": "done", "episodes": 120, "created": [str(uuid.UUID(int=i)) for i in range(40)],
+              "superseded": [{"old": str(uuid.UUID(int=100 + i)), "new": str(uuid.UUID(int=200 + i))}
+                             for i in range(5)],
+              "llm_usage": {"calls": 3, "prompt_tokens": 5120, "completion_tokens": 880, "cost_usd": 0.0021}}
 XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> tagged text'
 
 
@@ -92,7 +98,9 @@ def _seed(client, key, engine):  # type: ignore[no-untyped-def]
     from memsvc.models import Memory, MemoryLink
 
     items = [
-        {"content": "Dana moved to Lyon in May 2024 and works at the Lyon office.", "user_id": "dana",
+        {"content": "Dana moved to Lyon in May 2024 and works at the Lyon office, three stops from the station; "
+                    "the move went well apart from the piano, which the movers left in the courtyard overnight.",
+         "user_id": "dana",
          "session_id": "s1", "importance": 0.8},
         {"content": "Dana said the Lyon office has a rooftop garden.", "user_id": "dana", "session_id": "s1"},
         {"content": "Dana lives in Lyon.", "kind": "semantic", "user_id": "dana"},
@@ -122,7 +130,10 @@ def _seed(client, key, engine):  # type: ignore[no-untyped-def]
         bad, _ = jobs.create_job(session, tenant_id=tenant_id, kind="decay", scope={})
         jobs.mark_running(session, bad.id)
         jobs.mark_failed(session, bad.id, "LLM answer was not valid JSON (3 attempts)")
-        job_ids = [str(ok.id), str(bad.id)]
+        done, _ = jobs.create_job(session, tenant_id=tenant_id, kind="consolidate", scope={"user_id": "dana"})
+        jobs.mark_running(session, done.id)
+        jobs.mark_succeeded(session, done.id, BIG_RESULT)
+        job_ids = [str(ok.id), str(bad.id), str(done.id)]
     expected = Counter()
     for i, item in enumerate(items):
         tier = ("archived" if i == 1 else "summary" if 7 <= i < 17 else "gist" if 17 <= i < 20 else "verbatim")
@@ -156,9 +167,13 @@ def test_dashboard_in_headless_chromium(browser, server, client, make_tenant, en
     # -- connect with the key; it is kept for the tab's session only ----------------------------
     d.get(server.url + "/dashboard")
     wait.until(lambda _: d.execute_script("return document.body.dataset.ready") == "true")
+    # No key yet: the page says where the key is and how to paste it, instead of an empty table.
+    _assert_first_run_hint(d)
+    shot("first-run")
     css("#key-input").send_keys(key)
     css("#key-save").click()
     wait.until(lambda _: "connected" in css("#key-status").text)
+    assert not css("#first-run").is_displayed()
     assert d.execute_script("return sessionStorage.getItem('memsvc.apiKey')") == key
     assert d.execute_script("return localStorage.length") == 0
 
@@ -175,6 +190,16 @@ def test_dashboard_in_headless_chromium(browser, server, client, make_tenant, en
     # Memory text is shown as text, never run as HTML.
     assert d.execute_script("return window.__pwned === undefined")
     assert not all_css("#mem-table img") and not all_css("#mem-table script")
+    # At 1400 x 900, with a memory's details open beside the whole list, the Retention column is on screen.
+    css(f'#mem-table tr.mem-row[data-id="{seeded["episode"]}"]').click()
+    wait.until(lambda _: all_css(f'#mem-detail .memory[data-id="{seeded["episode"]}"]'))
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        _assert_retention_column_visible(d)
+        shot("memories-1400")
+    finally:
+        d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     # Filter by scope and kind.
     css('#mem-filters [name="user_id"]').send_keys("dana")
@@ -232,12 +257,26 @@ def test_dashboard_in_headless_chromium(browser, server, client, make_tenant, en
     tab("jobs")
     wait.until(lambda _: len(all_css("#jobs-table tr.job-row")) >= 2)
     rows = {r.get_attribute("data-id"): r for r in all_css("#jobs-table tr.job-row")}
-    ok_id, bad_id = seeded["jobs"]
+    ok_id, bad_id, _ = seeded["jobs"]
     assert rows[ok_id].get_attribute("data-status") == "queued"
     assert rows[bad_id].get_attribute("data-status") == "failed"
     assert "not valid JSON" in rows[bad_id].find_element(By.CSS_SELECTOR, "td.error-cell").get_attribute("title")
     assert rows[bad_id].find_elements(By.TAG_NAME, "td")[3].text == "1"
+    # A result is readable: a one-line summary in the row, and all of it, pretty-printed, one click away.
+    done_id = seeded["jobs"][2]
+    css(f'#jobs-table tr.job-row[data-id="{done_id}"] button.expand').click()
+    wait.until(lambda _: all_css(f'#jobs-table tr.job-detail[data-id="{done_id}"] pre.json'))
+    pre = css(f'#jobs-table tr.job-detail[data-id="{done_id}"] pre.json')
+    assert pre.is_displayed()
+    assert json.loads(pre.get_attribute("textContent")) == BIG_RESULT  # whole, not cut
+    assert len(pre.get_attribute("textContent").splitlines()) > 40  # indented, one value a line
+    assert d.execute_script("const r = arguments[0].getBoundingClientRect(); "
+                            "return r.right <= document.documentElement.clientWidth", pre)
     shot("jobs")
+    # It stays open across the auto-refresh (every 5 s).
+    refreshed = css("#jobs-updated").text
+    wait.until(lambda _: css("#jobs-updated").text != refreshed)
+    assert css(f'#jobs-table tr.job-detail[data-id="{done_id}"] pre.json').is_displayed()
     # Auto-refresh: a job that starts running shows up as running without a click.
     from memsvc import jobs
     from memsvc.db import session_scope
@@ -282,6 +321,39 @@ def test_dashboard_in_headless_chromium(browser, server, client, make_tenant, en
     assert not errors, errors
 
 
+def _assert_first_run_hint(d) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    hint = d.find_element(By.CSS_SELECTOR, "#first-run")
+    assert hint.is_displayed()
+    text = hint.text
+    for needle in ("admin_key.txt", "memsvc serve", "MEMSVC_ADMIN_KEY", "memsvc keys create", "Connect"):
+        assert needle in text, (needle, text)
+
+
+def _assert_retention_column_visible(d) -> None:  # type: ignore[no-untyped-def]
+    """Every Retention cell of the memories table is on screen and on top (not under the detail pane)."""
+    width = d.execute_script("return window.innerWidth")  # the page itself is narrower by its scrollbar
+    assert width == 1400, width
+    problems = d.execute_script("""
+        const table = document.querySelector('#mem-table');
+        const detail = document.querySelector('#mem-detail').getBoundingClientRect();
+        const th = [...table.tHead.rows[0].cells].find((c) => c.textContent.trim() === 'Retention');
+        const cells = [th, ...[...table.tBodies[0].rows].slice(0, 5).map((r) => r.cells[th.cellIndex])];
+        const out = [];
+        for (const cell of cells) {
+          cell.scrollIntoView({block: 'center'});
+          const r = cell.getBoundingClientRect();
+          const x = r.left + Math.min(r.width / 2, 20), y = r.top + r.height / 2;
+          const top = document.elementFromPoint(x, y);
+          if (r.right > detail.left + 1 || r.right > document.documentElement.clientWidth || !cell.contains(top))
+            out.push({text: cell.textContent, right: r.right, detailLeft: detail.left,
+                      onTop: top && top.outerHTML.slice(0, 80)});
+        }
+        return out;""")
+    assert problems == [], problems
+
+
 def test_dashboard_rejects_a_bad_key(browser, server):  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -295,4 +367,5 @@ def test_dashboard_rejects_a_bad_key(browser, server):  # type: ignore[no-untype
     status = browser.find_element(By.CSS_SELECTOR, "#key-status")
     WebDriverWait(browser, WAIT_S).until(lambda _: "rejected" in status.text)
     assert "invalid API key" in status.text
+    _assert_first_run_hint(browser)  # a rejected key: where a good one is
     browser.get_log("browser")  # drain: the 401 is logged by Chromium as a failed resource, as expected

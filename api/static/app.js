@@ -16,7 +16,7 @@ const SVGNS = 'http://www.w3.org/2000/svg';
 const state = {
   view: 'memories', features: new Set(), policy: null,
   mem: { cursor: null, filters: {}, selected: null },
-  jobs: { cursor: null, timer: null },
+  jobs: { cursor: null, timer: null, open: new Set() },
 };
 
 // ---- small DOM helpers --------------------------------------------------------------------------
@@ -148,16 +148,22 @@ function setKeyStatus(text, cls = '') {
   status.className = `status ${cls}`;
 }
 
+// The first-run hint (where the key is) shows until a key works.
+const showFirstRun = (show) => { $('#first-run').hidden = !show; };
+
 async function connect() {
-  if (!getKey()) { setKeyStatus('no key', 'muted'); return false; }
+  if (!getKey()) { setKeyStatus('no key', 'muted'); showFirstRun(true); return false; }
   try {
     const stats = await api('GET', '/v1/stats');
     setKeyStatus(`connected · ${stats.total} memories`, 'ok');
+    showFirstRun(false);
     fillScopePickers(stats);
     showBanner('');
     return true;
   } catch (err) {
-    setKeyStatus(err.status === 401 || err.status === 403 ? `key rejected: ${err.message}` : err.message, 'bad');
+    const rejected = err.status === 401 || err.status === 403;
+    setKeyStatus(rejected ? `key rejected: ${err.message}` : err.message, 'bad');
+    showFirstRun(rejected);
     return false;
   }
 }
@@ -492,10 +498,10 @@ async function loadJobs(more) {
   try {
     const page = await api('GET', '/v1/jobs', { params: { ...formValues($('#jobs-filters')), cursor: more ? state.jobs.cursor : null, limit: 50 } });
     if (!more) clear(tbody);
-    for (const job of page.items || []) tbody.append(jobRow(job));
+    for (const job of page.items || []) tbody.append(...jobRows(job));
     state.jobs.cursor = page.next_cursor;
     $('#jobs-more').hidden = !page.next_cursor;
-    $('#jobs-count').textContent = `${tbody.rows.length} shown`;
+    $('#jobs-count').textContent = `${tbody.querySelectorAll('tr.job-row').length} shown`;
     $('#jobs-updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     if (!tbody.rows.length) tbody.append(el('tr', {}, el('td', { colspan: 10, class: 'muted' }, 'No jobs.')));
   } catch (err) { reportError(err, 'jobs'); }
@@ -507,8 +513,24 @@ function summarize(obj) {
     .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
 }
 
-function jobRow(job) {
-  return el('tr', { class: 'job-row', dataset: { id: job.id, status: job.status, kind: job.kind } },
+// One line for the row: the scalar fields, and how many items each list or object holds.
+function resultLine(result) {
+  return Object.entries(result || {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => {
+    if (Array.isArray(v)) return `${k}: ${v.length}`;
+    if (typeof v === 'object') return `${k}: {${Object.keys(v).length}}`;
+    return `${k}: ${v}`;
+  }).join(' · ');
+}
+
+// A job is a row, and (opened) a full-width row under it with everything it holds, pretty-printed in full.
+function jobRows(job) {
+  const open = state.jobs.open.has(job.id);
+  const hasMore = Object.keys(job.result || {}).length || Object.keys(job.params || {}).length || job.error;
+  const toggle = hasMore ? el('button', {
+    type: 'button', class: 'secondary small expand', 'aria-expanded': String(open),
+    onclick: () => { if (open) state.jobs.open.delete(job.id); else state.jobs.open.add(job.id); rerenderJob(job); },
+  }, open ? 'hide' : 'details') : null;
+  const row = el('tr', { class: 'job-row', dataset: { id: job.id, status: job.status, kind: job.kind } },
     el('td', {}, el('code', { title: job.id }, shortId(job.id))),
     el('td', {}, job.kind),
     el('td', {}, badge(job.status, 'status')),
@@ -518,7 +540,22 @@ function jobRow(job) {
     el('td', { class: 'nowrap' }, fmtTime(job.started_at)),
     el('td', { class: 'nowrap' }, fmtTime(job.finished_at)),
     el('td', { class: 'small' }, summarize(job.scope)),
-    el('td', { class: 'small clip', title: summarize(job.result) }, summarize(job.result)));
+    el('td', { class: 'small result-cell' }, toggle, ' ', el('span', { class: 'result-line' }, resultLine(job.result))));
+  if (!open) return [row];
+  const block = (label, value) => [el('h3', {}, label), el('pre', { class: 'json' }, JSON.stringify(value, null, 2))];
+  const detail = el('tr', { class: 'job-detail', dataset: { id: job.id } }, el('td', { colspan: 10 },
+    job.error ? [el('h3', {}, 'error'), el('p', { class: 'error memtext' }, job.error)] : null,
+    block('result', job.result || {}),
+    Object.keys(job.params || {}).length ? block('params', job.params) : null));
+  return [row, detail];
+}
+
+function rerenderJob(job) {
+  const row = document.querySelector(`#jobs-table tr.job-row[data-id="${CSS.escape(job.id)}"]`);
+  if (!row) return;
+  const old = row.nextElementSibling;
+  if (old && old.classList.contains('job-detail')) old.remove();
+  row.replaceWith(...jobRows(job));
 }
 
 function scheduleJobs() {
@@ -609,7 +646,7 @@ async function init() {
   $('#key-forget').addEventListener('click', () => {
     sessionStorage.removeItem(KEY_STORE);
     $('#key-input').value = '';
-    setKeyStatus('no key', 'muted');
+    connect();
   });
   $('#mem-filters').addEventListener('submit', (e) => { e.preventDefault(); loadMemories(false); });
   $('#mem-filters').addEventListener('reset', () => setTimeout(() => loadMemories(false), 0));
@@ -622,7 +659,7 @@ async function init() {
   $('#jobs-auto').addEventListener('change', scheduleJobs);
   $('#pg-form').addEventListener('submit', (e) => { e.preventDefault(); runPlayground(); });
   await loadFeatures();
-  if (getKey()) await connect();
+  await connect();
   showView(location.hash.slice(1) || 'memories');
   document.body.dataset.ready = 'true';
 }
