@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memsvc.errors import MemsvcError
 
 log = logging.getLogger("memsvc.api")
+
+# Seconds a client is asked to wait before retrying while the database is away (memsvc serve restarts
+# an embedded one within a few seconds; a pool reconnects on the next request after that).
+RETRY_AFTER_S = 2
+# Route families that answer errors in another shape than {"error": {"code", "message", "details"}}.
+OPENAI_SHAPED = ("/v1/chat/",)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -29,7 +37,58 @@ def _describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     return f"{where}: {first['msg']}", details
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached or is restarting (connection refused, dropped, pool wait exhausted,
+    a server shutting down or in recovery): worth a retry, unlike a bad statement or a constraint."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return False
+
+
+class _Throttled:
+    """One log line per interval for a storm of the same condition (an outage answers thousands of requests)."""
+
+    def __init__(self, interval_s: float = 5.0) -> None:
+        self.interval_s, self.last, self.count = interval_s, 0.0, 0
+
+    def note(self, message: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.interval_s:
+            log.warning("%s (%d request(s) answered 503 since the last such line)", message, self.count)
+            self.last, self.count = now, 0
+
+
+_db_outage_log = _Throttled()
+
+
+def unavailable_response(request: Request, message: str, code: str = "database_unavailable") -> JSONResponse:
+    """503 with Retry-After, in the shape of the route family the request went to."""
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if request.url.path.startswith(OPENAI_SHAPED):
+        body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+        return JSONResponse(body, status_code=503, headers=headers)
+    response = error_response(503, code, message)
+    response.headers.update(headers)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    # A handler for these exact classes runs in Starlette's ExceptionMiddleware, which answers and keeps the
+    # connection; the catch-all `Exception` handler below runs outside it, and the server then closes the
+    # keep-alive connection (the client's next request on it is reset).
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            return await _unexpected(request, exc)
+        orig = getattr(exc, "orig", None) or exc  # never the statement or its parameters: they hold memory content
+        first_line = (str(orig).strip().splitlines() or [""])[0][:200]
+        _db_outage_log.note(f"database unavailable ({type(orig).__name__}: {first_line})")
+        return unavailable_response(request, "the database is unavailable right now; retry shortly")
+
     @app.exception_handler(MemsvcError)
     async def _domain(_: Request, exc: MemsvcError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details)

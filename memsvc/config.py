@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     # Bearer token /metrics asks for; unset: /metrics answers only clients on the same host (loopback).
     metrics_token: str | None = None
 
+    # Database resilience (memsvc.db): seconds a request waits for a free pooled connection, and for a new
+    # connection to open, before it is answered 503 (Retry-After) instead of hanging while the database is away.
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    db_connect_timeout_s: int = Field(default=5, ge=1)
+
     @property
     def state_path(self) -> Path:
         return self.state_dir.expanduser().resolve()

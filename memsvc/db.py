@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.config import Settings, get_settings
@@ -39,15 +40,40 @@ def resolve_database_url(settings: Settings | None = None) -> str:
         return _embedded_url
 
 
+def _engine_options(url: str, settings: Settings) -> dict[str, Any]:
+    """Pool options that let a process ride out a database restart: every checkout pings its connection first
+    (a dead one is replaced, and a disconnect seen mid-query drops the whole pool's older connections); a
+    connection attempt or a wait for a free connection gives up after a bound, so a request fails fast (503)
+    instead of hanging while the database is away."""
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20,
+                               "pool_timeout": settings.db_pool_timeout_s}
+    if "connect_timeout" not in make_url(url).query:
+        options["connect_args"] = {"connect_timeout": settings.db_connect_timeout_s}
+    return options
+
+
+def _check_client_while_waiting(dbapi_connection: Any, _record: Any) -> None:
+    """Have the server look every 2 s, while a statement of ours runs or waits for a lock, whether we are still
+    there. A worker killed mid-job otherwise leaves its backend waiting on, and holding, the job's advisory lock
+    (memsvc.jobs: the worker's liveness) until that statement ends, and the job looks alive all the while.
+    PostgreSQL 14+; older servers just go without."""
+    if getattr(getattr(dbapi_connection, "info", None), "server_version", 0) >= 140000:
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SET client_connection_check_interval = 2000")
+        dbapi_connection.commit()
+
+
 def get_engine(url: str | None = None) -> Engine:
     url = normalize_url(url) if url else resolve_database_url()
     with _lock:
         engine = _engines.get(url)
         if engine is None:
+            settings = get_settings()
             # SQL parameters (memory contents, search text, key hashes) stay out of error messages, and so out
             # of logs, unless debug logging is asked for (memsvc.logsafe).
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                   hide_parameters=not sensitive_logging(get_settings()))
+            engine = create_engine(url, hide_parameters=not sensitive_logging(settings),
+                                   **_engine_options(url, settings))
+            event.listen(engine, "connect", _check_client_while_waiting)
             _engines[url] = engine
         return engine
 
