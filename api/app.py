@@ -6,7 +6,9 @@ import gc
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
+import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
@@ -49,17 +51,47 @@ ROUTERS = [health.router, memories.router, search.router, admin.router, context.
            dashboard.router, chat.router, recipes.router, sparse.router, memtokens.router, metrics.router]
 
 
+class LazyEmbedder:
+    """The app's embedder, loaded on first use: handing it to a request costs nothing, so requests that embed
+    nothing (list, get, delete, erase, jobs, admin) never wait for the model after a start; the first that does
+    embed waits for the load (which the warm-up thread has usually finished)."""
+
+    def __init__(self, load: Callable[[], Embedder]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._model: Embedder | None = None
+
+    def model(self) -> Embedder:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def name(self) -> str:
+        return self.model().name
+
+    @property
+    def dim(self) -> int:
+        return self.model().dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.model().embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.model().embed_query(text)
+
+    def __getattr__(self, attr: str) -> Any:  # anything else a particular embedder offers
+        return getattr(self.model(), attr)
+
+
 def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:
-    lock, holder = threading.Lock(), []
-
-    def get() -> Embedder:
-        if not holder:
-            with lock:
-                if not holder:
-                    holder.append(get_embedder())
-        return holder[0]
-
-    return get, lambda: bool(holder)
+    lazy = LazyEmbedder(get_embedder)
+    return (lambda: lazy), lazy.loaded
 
 
 def _warm_up(embedder: Callable[[], Embedder]) -> None:
@@ -67,7 +99,7 @@ def _warm_up(embedder: Callable[[], Embedder]) -> None:
     model, tokenizers, libraries: millions of objects) out of the garbage collector's full passes, which
     otherwise stop a request now and then for ~250 ms to re-scan them (measured at 100k memories: one full
     pass in 200 context builds, 247 ms; none with the freeze)."""
-    embedder()
+    embedder().model()  # type: ignore[attr-defined]
     gc.collect()
     gc.freeze()
 
