@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -15,13 +16,17 @@ from typing import Any
 from memsvc import __version__
 from memsvc.config import Settings, get_settings
 from memsvc.logformat import configure_logging
+from memsvc.queue import JobQueue
 
 log = logging.getLogger("memsvc")
 
 
 def _database_url(settings: Settings) -> str:
     from memsvc.db import resolve_database_url
+    from memsvc.startup import check_database
 
+    if settings.database_url:  # a configured one that does not answer: a paragraph, not a traceback
+        check_database(settings.database_url, settings.db_connect_timeout_s)
     return resolve_database_url(settings)
 
 
@@ -37,55 +42,87 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def prepare_database(settings: Settings) -> str:
-    """Start/attach the database, apply migrations, make sure an admin key exists (printed once)."""
-    from memsvc import migrate, tenancy
-    from memsvc.db import get_engine, session_scope
-
-    url = _database_url(settings)
-    migrate.upgrade(url)
-    with session_scope(get_engine(url)) as session:
-        secret = tenancy.bootstrap(session, settings.admin_key)
-    if secret:
-        bar = "=" * 72
-        print(f"{bar}\nAdmin API key (shown once, only its hash is stored):\n\n    {secret}\n{bar}", flush=True)
-        key_file = settings.state_path / "admin_key.txt"
-        if not settings.database_url:
-            # Embedded default on a laptop: also keep it where only this user can read it.
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(secret + "\n")
-            key_file.chmod(0o600)
-            print(f"(also written to {key_file})", flush=True)
-    return url
-
-
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _owns_state_dir(settings: Settings, start_workers: bool) -> bool:
+    """A serve that starts an embedded database, an embedded broker or a beat (its schedule file) owns the state
+    directory; several `serve --no-workers` on a configured database may share one."""
+    return not settings.database_url or start_workers
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from api.app import create_app
     from memsvc.runtime import Runtime
+    from memsvc.startup import check_database, lock_state_dir, reserve_port
 
     host = args.host or settings.host
-    port = args.port or settings.port
+    port = args.port if args.port is not None else settings.port
+    start_workers = not args.no_workers
+    # Before anything starts (and before an admin key is printed): one serve per state directory, the port
+    # free (kept bound from here on), a configured database that answers and has pgvector.
+    lock = lock_state_dir(settings.state_path) if _owns_state_dir(settings, start_workers) else None
+    sock = reserve_port(host, port)
+    if start_workers:  # the workers' job and embedding metrics reach this API's /metrics (memsvc.metrics)
+        from memsvc.metrics import enable_multiprocess
+
+        enable_multiprocess(settings.state_path / "metrics")
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    if settings.database_url:
+        check_database(settings.database_url, settings.db_connect_timeout_s)
     # uvicorn shuts down gracefully on SIGTERM (docker stop, systemd, kill), then raises the signal again under
     # the handler it found. The default one would end the process right there, before the runtime stops the
     # workers and the embedded database; this one unwinds it, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    if not args.no_workers:  # the workers' job and embedding metrics reach this API's /metrics (memsvc.metrics)
-        from memsvc.metrics import enable_multiprocess
+    runtime = Runtime(settings, start_workers=start_workers, queue_factory=_celery_queue)
+    with _preparing(settings):
+        runtime.start()
+    try:
+        from api.app import create_app
 
-        enable_multiprocess(settings.state_path / "metrics")
-    with Runtime(settings, start_workers=not args.no_workers) as runtime:
         app = create_app(runtime.settings)
+        app.state.components = runtime.components  # /readyz reports what the supervisor watches
         print(f"memsvc listening on http://{host}:{port}  (docs at /docs, dashboard at /dashboard)", flush=True)
-        # log_config=None: uvicorn's records go through memsvc's handler (memsvc.logformat); access log if verbose.
-        uvicorn.run(app, host=host, port=port, log_config=None, log_level=None, access_log=settings.verbose,
-                    workers=1)
+        # log_config=None: uvicorn's records go through memsvc's handler (memsvc.logformat) with the levels set
+        # there; its access log only when verbose.
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=None,
+                                access_log=settings.verbose)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down; now the runtime stops
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        runtime.stop()
+    if lock is not None:
+        lock.release()  # held until everything it guards has stopped
     return 0
+
+
+@contextlib.contextmanager
+def _preparing(settings: Settings) -> Iterator[None]:
+    """A database error while the runtime starts (a migration the user may not run, a server that went away)
+    becomes one paragraph instead of a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from memsvc.startup import StartupError, safe_url
+
+    try:
+        yield
+    except DBAPIError as exc:
+        where = safe_url(settings.database_url) if settings.database_url else "the embedded database"
+        reason = " ".join(str(exc.orig).split())[:400]
+        raise StartupError(
+            f"memsvc could not prepare {where}: {reason}. The server stopped before serving anything. If this "
+            "is about permissions, the database user needs to be able to create tables and the vector extension "
+            "(or have it created once by an administrator: CREATE EXTENSION vector); otherwise check the "
+            "database server's log."
+        ) from None
+
+
+def _celery_queue(broker_url: str) -> JobQueue:
+    from workers.queue import CeleryJobQueue
+
+    return CeleryJobQueue(broker_url)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,67 +1,128 @@
 """What `memsvc serve` runs around the API: embedded servers when nothing is configured, migrations,
-the admin key, and a Celery worker + beat as child processes. Leaving the context stops all of it."""
+the admin key, and a Celery worker + beat as child processes, all watched by a supervisor that restarts
+whatever dies (memsvc.supervisor). Leaving the context stops all of it."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
 import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from memsvc.config import Settings
+from memsvc.queue import JobQueue
+from memsvc.supervisor import ChildProcess, Supervisor
 
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: on Linux, SIGTERM it when `memsvc serve` dies, even by SIGKILL,
-    so no orphaned worker keeps consuming jobs for a server that is gone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def prepare_database(settings: Settings, *, embedded: bool | None = None) -> str:
+    """Start/attach the database, apply migrations, make sure an admin key exists (printed once).
+    embedded: the database is the embedded one (default: no database_url is configured)."""
+    from memsvc import migrate, tenancy
+    from memsvc.db import get_engine, resolve_database_url, session_scope
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    url = resolve_database_url(settings)
+    migrate.upgrade(url)
+    with session_scope(get_engine(url)) as session:
+        secret = tenancy.bootstrap(session, settings.admin_key)
+    if secret:
+        bar = "=" * 72
+        print(f"{bar}\nAdmin API key (shown once, only its hash is stored):\n\n    {secret}\n{bar}", flush=True)
+        key_file = settings.state_path / "admin_key.txt"
+        if embedded if embedded is not None else not settings.database_url:
+            # Embedded default on a laptop: also keep it where only this user can read it.
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secret + "\n")
+            key_file.chmod(0o600)
+            print(f"(also written to {key_file})", flush=True)
+    return url
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, start_workers: bool = True) -> None:
+    """queue_factory: builds the job queue for a broker URL (the composition root hands in the Celery one);
+    with it, jobs a restart may have lost are handed out again as soon as the restarted component is back."""
+
+    def __init__(self, settings: Settings, *, start_workers: bool = True,
+                 queue_factory: Callable[[str], JobQueue] | None = None) -> None:
         self.settings = settings
         self.start_workers = start_workers
-        self._broker: Any = None
-        self._children: list[subprocess.Popen[bytes]] = []
+        self.queue_factory = queue_factory
+        self.supervisor = Supervisor(after_restart=self._requeue_lost_jobs)
+        self._started = False
+
+    def start(self) -> Runtime:
+        """Start everything (once); on failure, stop what had started and raise."""
+        if self._started:
+            return self
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        from memsvc.db import dispose_engines
+
+        dispose_engines()
+        self.supervisor.stop()
 
     def __enter__(self) -> Runtime:
-        from memsvc.cli import prepare_database
+        return self.start()
 
-        database_url = prepare_database(self.settings)
+    def _start(self) -> None:
+        from memsvc.db import normalize_url
+
+        embedded = not self.settings.database_url
+        if not embedded:
+            database_url = normalize_url(self.settings.database_url)
+        else:
+            from memsvc.embedded import embedded_postgres
+
+            postgres = embedded_postgres(self.settings.state_path)
+            self.supervisor.add(postgres, started=True)
+            assert postgres.url is not None
+            database_url = postgres.url
+        self.settings = self.settings.model_copy(update={"database_url": database_url})
+        prepare_database(self.settings, embedded=embedded)
         redis_url = self.settings.redis_url
         if redis_url is None and self.start_workers:
-            from memsvc.embedded import start_embedded_broker
+            from memsvc.embedded import EmbeddedBroker
 
-            redis_url, self._broker = start_embedded_broker(self.settings.state_path)
-            log.info("embedded broker at %s", redis_url)
-        self.settings = self.settings.model_copy(update={"database_url": database_url, "redis_url": redis_url})
+            broker = EmbeddedBroker(self.settings.state_path)
+            self.supervisor.add(broker)
+            redis_url = broker.url
+            log.info("embedded broker on 127.0.0.1:%s (password in %s)", broker.port, broker.data_dir / "password")
+        self.settings = self.settings.model_copy(update={"redis_url": redis_url})
         if self.start_workers:
             env = {**os.environ, "MEMSVC_DATABASE_URL": database_url, "MEMSVC_REDIS_URL": redis_url or ""}
             for command in ("worker", "beat"):
-                self._children.append(subprocess.Popen(
-                    [sys.executable, "-m", "memsvc.cli", command], env=env, preexec_fn=_die_with_parent
-                ))
-        return self
+                self.supervisor.add(ChildProcess(command, [sys.executable, "-m", "memsvc.cli", command], env))
+        self.supervisor.start()
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """What the supervisor watches, and in which state (for /readyz)."""
+        return self.supervisor.status()
+
+    def _requeue_lost_jobs(self, restarted: str) -> None:
+        """A restarted broker lost its messages, a restarted database failed the deliveries of its outage, a
+        killed worker took the messages it had reserved: hand out again every job whose time has come (a
+        duplicate is harmless: each run first checks the job's row and takes its lock)."""
+        if self.queue_factory is None or not self.settings.redis_url:
+            return
+        from memsvc import jobs
+        from memsvc.db import get_engine, session_scope
+
+        queue = self.queue_factory(self.settings.redis_url)
+        with session_scope(get_engine(self.settings.database_url)) as session:
+            ids = jobs.recover(session, queue, requeue_after_s=0)
+        log.warning("after the restart of %s: %d job(s) handed out again", restarted, len(ids))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for child in self._children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self._children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if self._broker is not None:
-            self._broker.stop()
+        self.stop()

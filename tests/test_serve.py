@@ -24,9 +24,9 @@ def _free_port() -> int:
 
 
 class Served:
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, **extra_env: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEMSVC_")}
-        env.update(MEMSVC_STATE_DIR=str(state_dir), MEMSVC_PORT=str(port), MEMSVC_LOG_LEVEL="WARNING")
+        env.update(MEMSVC_STATE_DIR=str(state_dir), MEMSVC_PORT=str(port), MEMSVC_LOG_LEVEL="WARNING", **extra_env)
         self.log = state_dir.parent / f"serve-{time.time_ns()}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "memsvc.cli", "serve"], env=env, stdout=self.log.open("w"),

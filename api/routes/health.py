@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -32,5 +34,13 @@ def readyz(request: Request) -> JSONResponse:
     # Not ready until the embedding model is loaded, so a load balancer never sends a write that would stall.
     ready = checks.get("database") == "ok" and checks.get("schema") not in (None, "missing") \
         and checks["embedder"] == "loaded"
-    body = {"status": "ready" if ready else "not_ready", "checks": checks, "reinforcement": body_usage}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks,
+                            "reinforcement": body_usage}
+    # What `memsvc serve` started and watches (embedded Postgres, broker, worker, beat): one not running (dead,
+    # or waiting for its restart) makes the whole not ready.
+    components = getattr(request.app.state, "components", None)
+    if components is not None:
+        body["components"] = components()
+        if any(c["state"] != "running" for c in body["components"].values()):
+            body["status"], ready = "not_ready", False
+    return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "2"})
