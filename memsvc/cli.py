@@ -126,9 +126,24 @@ def _celery_queue(broker_url: str) -> JobQueue:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.app import run_worker
+    if args.metrics_port is None:
+        from workers.app import run_worker
 
-    return run_worker(settings, concurrency=args.concurrency, queues=args.queues)
+        return run_worker(settings, concurrency=args.concurrency, queues=args.queues)
+    import shutil
+
+    from memsvc import metrics
+
+    # Before anything imports prometheus-client: this worker and its pool processes write under one directory.
+    directory = settings.state_path / "metrics" / f"worker-{os.getpid()}"
+    if metrics.enable_multiprocess(directory):
+        metrics.serve_directory(directory, args.metrics_host, args.metrics_port)
+    try:
+        from workers.app import run_worker
+
+        return run_worker(settings, concurrency=args.concurrency, queues=args.queues)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
@@ -269,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "MEMSVC_REDIS_URL).")
     worker.add_argument("--concurrency", type=int, default=2, help="worker processes (default 2)")
     worker.add_argument("--queues", default=None, help="comma-separated queues to consume (default: memsvc's)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve this worker's job and embedding metrics (Prometheus) on this port; a worker "
+                        "that `memsvc serve` starts reports through the API's /metrics instead")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     worker.set_defaults(func=cmd_worker)
 
     beat = sub.add_parser("beat", parents=[loud], help="run the Celery beat scheduler (periodic decay, "

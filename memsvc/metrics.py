@@ -62,6 +62,18 @@ def enable_multiprocess(directory: Path) -> bool:
     return True
 
 
+def serve_directory(directory: Path, host: str, port: int) -> None:
+    """Serve, from a thread of this process, what every process writing under `directory` observed: a `memsvc
+    worker` run apart from the API (its own host or container) shows its prefork children's job and embedding
+    metrics this way. Unauthenticated: bind it where only the scraper reaches (it holds no tenant data)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=str(directory))
+    start_http_server(port, addr=host, registry=registry)
+
+
 def multiprocess_dir() -> Path | None:
     path = os.environ.get(MULTIPROC_ENV)
     return Path(path) if path and Path(path).is_dir() else None

@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
+import httpx
 import pytest
 
 from memsvc import __version__
@@ -112,25 +112,50 @@ def test_keys_list_shows_every_tenant_and_revoke_finds_the_key(engine, database_
     assert keys("revoke", str(uuid.uuid4())).returncode == 2
 
 
-def _start_quietly(command: str, state: Path, database_url: str) -> subprocess.Popen[str]:
-    env = _env(MEMSVC_DATABASE_URL=database_url, MEMSVC_REDIS_URL="redis://127.0.0.1:6379/13",
-               MEMSVC_STATE_DIR=str(state))
-    return subprocess.Popen([*MEMSVC, command, *(["--concurrency", "1"] if command == "worker" else [])], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+BROKER = "redis://127.0.0.1:6379/13"
 
 
-def test_worker_and_beat_are_quiet_unless_verbose(tmp_path, database_url) -> None:  # type: ignore[no-untyped-def]
-    worker = _start_quietly("worker", tmp_path, database_url)
-    beat = _start_quietly("beat", tmp_path, database_url)
+def _start_quietly(command: str, state: Path, database_url: str, *args: str) -> subprocess.Popen[str]:
+    env = _env(MEMSVC_DATABASE_URL=database_url, MEMSVC_REDIS_URL=BROKER, MEMSVC_STATE_DIR=str(state))
+    return subprocess.Popen([*MEMSVC, command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
-        deadline = time.time() + 120
-        # Up: the worker has forked its pool (its banner, if any, is printed before), beat has opened its schedule.
-        while time.time() < deadline and not (psutil.Process(worker.pid).children()
-                                              and list(tmp_path.glob("celerybeat-schedule*"))):
+        body = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_worker_and_beat_are_quiet_and_a_worker_serves_its_metrics(tmp_path, database_url, engine) -> None:  # type: ignore[no-untyped-def]
+    from memsvc import jobs
+    from memsvc.db import session_factory, session_scope
+    from tests.lifecycle_helpers import new_tenant
+    from workers.queue import CeleryJobQueue
+
+    port = _free_port()
+    worker = _start_quietly("worker", tmp_path, database_url, "--concurrency", "1", "--metrics-port", str(port))
+    beat = _start_quietly("beat", tmp_path, database_url)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        tenant = new_tenant(session_factory(engine))
+        with session_scope(engine) as session:
+            job, _ = jobs.create_job(session, tenant_id=tenant, kind="decay")
+        CeleryJobQueue(BROKER).enqueue(job.id)
+        deadline = time.time() + 180
+        # Up: the worker ran the job in its pool process (its banner, if any, is printed before), and beat has
+        # opened its schedule; the job's run shows on the worker's own metrics port.
+        while time.time() < deadline and not (
+                _metric(url, "memsvc_job_duration_seconds_count", kind="decay", outcome="succeeded") >= 1
+                and list(tmp_path.glob("celerybeat-schedule*"))):
             assert worker.poll() is None and beat.poll() is None
-            time.sleep(0.3)
-        assert time.time() < deadline, "worker or beat did not come up"
-        time.sleep(1)
+            time.sleep(0.5)
+        assert time.time() < deadline, "the worker did not run the job, or beat did not start"
     finally:
         for proc in (worker, beat):
             proc.send_signal(signal.SIGTERM)
@@ -139,3 +164,12 @@ def test_worker_and_beat_are_quiet_unless_verbose(tmp_path, database_url) -> Non
         assert "-------------- celery@" not in output and "[tasks]" not in output, output  # the worker's banner
         assert "celery beat v" not in output, output
         assert "Traceback" not in output, output
+    assert not list((tmp_path / "metrics").glob("worker-*")), "the worker's metrics files outlived it"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
