@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -46,6 +47,9 @@ from memsvc.memtokens.chat_backend import LocalChatBackend
 from memsvc.memtokens.local_models import LocalModels
 from memsvc.retrieval.service import RetrievalService
 from memsvc.memtokens.local_models import LocalModels
+from memsvc.sparse_encoder import encoder_for
+
+log = logging.getLogger("memsvc.api")
 
 ROUTERS = [health.router, memories.router, search.router, admin.router, context.router, jobs.router, lifecycle.router,
            dashboard.router, chat.router, recipes.router, sparse.router, memtokens.router, metrics.router]
@@ -94,12 +98,16 @@ def _lazy_embedder() -> tuple[Callable[[], Embedder], Callable[[], bool]]:
     return (lambda: lazy), lazy.loaded
 
 
-def _warm_up(embedder: Callable[[], Embedder]) -> None:
+def _warm_up(embedder: Callable[[], Embedder], settings: Settings) -> None:
     """Load the model so the first request does not pay for it; then take everything loaded so far (the
     model, tokenizers, libraries: millions of objects) out of the garbage collector's full passes, which
     otherwise stop a request now and then for ~250 ms to re-scan them (measured at 100k memories: one full
     pass in 200 context builds, 247 ms; none with the freeze)."""
     embedder().model()  # type: ignore[attr-defined]
+    try:
+        encoder_for(settings)  # the learned-sparse model writes use, when there is one
+    except Exception as exc:  # a bad MEMSVC_SPARSE_MODEL: the first write says so
+        log.warning("learned-sparse model not loaded: %s", exc)
     gc.collect()
     gc.freeze()
 
@@ -115,7 +123,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load the model in the background so the first write does not pay for it.
-        threading.Thread(target=_warm_up, args=(embedder,), daemon=True, name="embedder-warmup").start()
+        threading.Thread(target=_warm_up, args=(embedder, settings), daemon=True, name="embedder-warmup").start()
         yield
         app.state.usage.stop()  # what contexts used and is not written yet
 

@@ -73,7 +73,15 @@ class MemoryStore:
         # Lifecycle reactions to writes (debounced consolidation, re-derivation of orphans), in
         # this transaction; the API passes them in with its job queue.
         self.hooks = hooks
-        self.sparse: SparseEncoder | None = encoder_for(self.settings)
+        self._sparse: SparseEncoder | None | bool = False  # False: not looked up yet
+
+    @property
+    def sparse(self) -> SparseEncoder | None:
+        """The learned-sparse encoder, loaded when a write first needs it: a request that encodes nothing (list,
+        get, delete, erase) does not wait for torch and the SPLADE model after a start."""
+        if self._sparse is False:
+            self._sparse = encoder_for(self.settings)
+        return self._sparse  # type: ignore[return-value]
 
     # ---- writes -------------------------------------------------------------------------------
     def add(self, item: MemoryCreate) -> Memory:

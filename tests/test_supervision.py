@@ -207,29 +207,34 @@ def test_a_database_url_that_does_not_work_is_one_paragraph(case: str, served: S
     assert ("no_such_db" in output) if case != "unreachable" else ("127.0.0.1" in output), output
 
 
-def test_requests_that_embed_nothing_do_not_wait_for_the_model(app, settings, engine, make_tenant) -> None:  # type: ignore[no-untyped-def]
-    """Right after a start the model is still loading: list, erase, jobs answer at once; a write waits for it."""
+def test_requests_that_embed_nothing_do_not_wait_for_the_model(app, settings, engine, make_tenant,  # type: ignore[no-untyped-def]
+                                                               monkeypatch) -> None:
+    """Right after a start the models are still loading: list, erase, jobs answer at once; a write waits."""
     import threading
 
     from fastapi.testclient import TestClient
 
     import api.app
+    import memsvc.store
     from tests.conftest import auth
 
     release = threading.Event()
     loaded_model = app.state.embedder()  # the suite's app: its model, once the new app may have it
+    original_sparse = memsvc.store.encoder_for
 
     def slow_load():  # type: ignore[no-untyped-def]
         release.wait(60)
         return loaded_model.model() if hasattr(loaded_model, "model") else loaded_model
 
+    def slow_sparse(*args: Any):  # type: ignore[no-untyped-def]
+        release.wait(60)
+        return original_sparse(*args)
+
     key = make_tenant()
-    original = api.app.get_embedder
-    api.app.get_embedder = slow_load
-    try:
-        fresh = api.app.create_app(settings, engine)
-    finally:
-        api.app.get_embedder = original
+    # Every model loader waits: the dense model, and the learned-sparse one the store encodes writes with.
+    monkeypatch.setattr(api.app, "get_embedder", slow_load)
+    monkeypatch.setattr(memsvc.store, "encoder_for", slow_sparse)
+    fresh = api.app.create_app(settings, engine)
     with TestClient(fresh) as client:  # its lifespan starts the warm-up, which now waits on `release`
 
         def call(method: str, path: str, **kw: Any) -> httpx.Response:
