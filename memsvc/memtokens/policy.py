@@ -37,7 +37,7 @@ class MemoryTokenPolicy(BaseModel):
     min_importance: float = Field(default=0.0, ge=0.0, le=1.0, description="Least importance that qualifies.")
     max_tokens: int = Field(default=128, ge=1, le=MAX_TOKENS, description=(
         "Longest content (tokens of the model) that qualifies."))
-    tokens_per_vector: int = Field(default=32, ge=4, le=MAX_TOKENS, description=(
+    tokens_per_vector: int = Field(default=16, ge=4, le=MAX_TOKENS, description=(
         "Content tokens one trained vector carries: a memory gets ceil(tokens / this) vectors."))
     min_vectors: int = Field(default=1, ge=1, le=16, description="Fewest vectors a memory gets.")
 

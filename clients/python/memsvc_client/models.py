@@ -200,7 +200,7 @@ class MemoryTokenPolicy(_Response):
     kinds: list[str] = Field(default_factory=list)
     min_importance: float = 0.0
     max_tokens: int = 128
-    tokens_per_vector: int = 32
+    tokens_per_vector: int = 16
     min_vectors: int = 1
 
 
