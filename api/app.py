@@ -40,13 +40,12 @@ from memsvc.db import get_engine, session_factory
 from memsvc.embeddings import Embedder, get_embedder
 from memsvc.jobs import backlog
 from memsvc.lifecycle.usage import UsageRecorder
+from memsvc.memtokens.chat_backend import LocalChatBackend
+from memsvc.memtokens.local_models import LocalModels
 from memsvc.metrics import build_registry, multiprocess_dir
 from memsvc.ratelimit import limiter_for
 from memsvc.retrieval.recipes import load_book
-from memsvc.memtokens.chat_backend import LocalChatBackend
-from memsvc.memtokens.local_models import LocalModels
 from memsvc.retrieval.service import RetrievalService
-from memsvc.memtokens.local_models import LocalModels
 from memsvc.sparse_encoder import encoder_for
 
 log = logging.getLogger("memsvc.api")
@@ -142,6 +141,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.embedder_loaded = embedder_loaded
     app.state.usage = UsageRecorder(app.state.sessions, settings.reinforce_flush_seconds)
     # One retrieval service for search, context and chat: the recipes, and reinforcement of what contexts use.
+    local_models = LocalModels.from_config(settings.local_models)
     app.state.retrieval = RetrievalService(load_book(settings.recipe, settings.recipes_file), app.state.usage,
                                            local_models)
     # `local/<name>` chat models run in this process (memory tokens spliced in); no network, always allowed.

