@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 import psutil
+from harness import unwind_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("garden", "invoice", "piano", "flight", "recipe", "budget", "lisbon", "marathon", "printer", "birthday")
@@ -322,20 +323,6 @@ def report(args: argparse.Namespace, stats: Stats, faults: list[FaultResult], lo
 # ---- main ---------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so the clean-up runs whichever way the bench is stopped."""
-    def raise_interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
@@ -344,7 +331,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with _terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="memsvc-faults-") as tmp:
+    with unwind_on_signals(), tempfile.TemporaryDirectory(prefix="memsvc-faults-") as tmp:
         server = Server(Path(tmp) / "state", env)
         try:
             return run(args, server)

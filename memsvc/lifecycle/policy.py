@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from memsvc import tenant_policy
 from memsvc.errors import InvalidInput, NotFound
 from memsvc.lifecycle.tiers import TierPolicy
 from memsvc.models import Tenant
@@ -22,19 +23,8 @@ POLICY_KEY = "lifecycle"
 
 
 def _effective(stored: Mapping[str, Any] | None) -> TierPolicy:
-    data = dict((stored or {}).get(POLICY_KEY) or {})
-    try:
-        return TierPolicy.model_validate(data)
-    except Exception:
-        # Keep the fields that still validate on their own; drop the rest (logged, not fatal).
-        kept: dict[str, Any] = {}
-        for name, value in data.items():
-            try:
-                TierPolicy.model_validate({**kept, name: value})
-                kept[name] = value
-            except Exception:
-                log.warning("ignoring invalid stored lifecycle policy field %s=%r", name, value)
-        return TierPolicy.model_validate(kept)
+    # Fields that no longer validate fall back to their defaults, one by one (logged, not fatal).
+    return tenant_policy.effective(TierPolicy, (stored or {}).get(POLICY_KEY), POLICY_KEY)
 
 
 def get_policy(session: Session, tenant_id: uuid.UUID) -> TierPolicy:
