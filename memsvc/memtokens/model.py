@@ -24,6 +24,7 @@ from typing import Any
 
 from memsvc import tokens
 from memsvc.memtokens.local_models import SMOLLM2, LocalModelSpec, LocalModelUnavailable, ModelIdentity
+from memsvc.model_loading import model_load_lock
 
 __all__ = ["LocalModel", "LocalModelUnavailable", "ModelIdentity", "load_local_model", "require_torch"]
 
@@ -34,8 +35,9 @@ _CHATML_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 def require_torch() -> Any:
     """torch, or a clear 503-style error naming the extra to install."""
     try:
-        import torch
-        import transformers  # noqa: F401
+        with model_load_lock:  # transformers' lazy imports race each other too
+            import torch
+            import transformers  # noqa: F401
     except ImportError as exc:
         raise LocalModelUnavailable(
             "the local LLM backend needs torch and transformers: pip install 'memsvc[local-llm]'",
@@ -176,6 +178,11 @@ def _default_name(spec: str) -> str:
 
 
 def _load(spec: LocalModelSpec, device: str) -> LocalModel:
+    with model_load_lock:
+        return _load_locked(spec, device)
+
+
+def _load_locked(spec: LocalModelSpec, device: str) -> LocalModel:
     torch = require_torch()
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
