@@ -18,7 +18,7 @@ from memsvc.llm import (
     get_llm,
     track_usage,
 )
-from memsvc.llm.builtin import resolve_relative_dates
+from memsvc.llm.dates import resolve_relative_dates
 from memsvc.llm.gateway import GIST_MAX_WORDS
 from tests.llm_mock import script_litellm
 

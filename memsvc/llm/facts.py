@@ -25,42 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from memsvc.llm.dates import MONTHS, resolve_relative_dates
+from memsvc.llm.episodes import speaks_for_user, strip_wrapper
 from memsvc.llm.gateway import Episode, Fact, normalize_attribute, normalize_key
 
-# Roles whose first-person statements are the speaker's own. None: a note written without a role
-# (an SDK `add("I live in Berlin", user_id="alice")`), which is the scope's user speaking.
-FACT_ROLES = frozenset({"user"})
 CONFIDENCE = 0.8
-
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
-           "october", "november", "december")
-
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
-
-
-def speaks_for_user(role: str | None) -> bool:
-    return role is None or role.lower() in FACT_ROLES
-
-
-# ---------------------------------------------------------------------------------------------
-# Wrapper text
-
-# A line that introduces a block instead of stating something: "Related things I remember:",
-# "Long-term memory (from memsvc): ...", "## Facts", "Facts:". What follows it is the block
-# (usually memories restated), not the speaker's statement.
-_HEADER = re.compile(r"^\s*(?:#{1,6}\s|[^\n]*:\s*$|[^\n]*\b(?:from memsvc|long-term memory)\b)", re.I)
-
-
-def strip_wrapper(text: str) -> str:
-    """The text up to its first wrapper header line (the header and the block under it dropped)."""
-    kept: list[str] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if _HEADER.match(line):
-            break
-        kept.append(line)
-    return "\n".join(kept)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,9 +85,9 @@ _SOFT = _words("also really just totally absolutely especially truly")
 _ENDS_BADLY = _words("a an the of to for and or but with in on at by my your his her their our")
 _NUM = r"(?:\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
 _ABS_DATE = re.compile(
-    rf"^(?:in|on|since)?\s*(?:(?:\d{{1,2}}\s+)?(?:{'|'.join(_MONTHS)})\s+)?\d{{4}}$|"
-    rf"^(?:in|on)\s+(?:the week of |the weekend of |the \w+ of )?\d{{1,2}}\s+(?:{'|'.join(_MONTHS)})\s+\d{{4}}$|"
-    rf"^in\s+(?:{'|'.join(_MONTHS)})\s+\d{{4}}$", re.I)
+    rf"^(?:in|on|since)?\s*(?:(?:\d{{1,2}}\s+)?(?:{'|'.join(MONTHS)})\s+)?\d{{4}}$|"
+    rf"^(?:in|on)\s+(?:the week of |the weekend of |the \w+ of )?\d{{1,2}}\s+(?:{'|'.join(MONTHS)})\s+\d{{4}}$|"
+    rf"^in\s+(?:{'|'.join(MONTHS)})\s+\d{{4}}$", re.I)
 _RELATIVE_SRC = (rf"^(?:(?:in|on)\s+)?(?:yesterday|today|tomorrow|tonight|last\s+(?:week|month|year|weekend)|"
                        rf"this\s+(?:week|month|year)|{_NUM}\s+(?:day|week|month|year)s?\s+ago|a\s+(?:day|week|month|year)"
                  rf"\s+ago|the day before yesterday|earlier today)")
@@ -190,8 +162,6 @@ def _narrowed(v: _Value) -> bool:
 
 def _date(tail: str, when: datetime) -> str | None:
     """An absolute date phrase at the start of the tail ("in 2024", "last year" -> "in 2023")."""
-    from memsvc.llm.builtin import resolve_relative_dates  # builtin imports this module lazily
-
     tail = re.split(r"[,;]|\s+(?:with|and|but|because|for|to|after|before)\s+", tail.strip())[0].strip()
     if not tail:
         return None

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memsvc.errors import MemsvcError
+from memsvc.llm.episodes import speaks_for_user, strip_wrapper
 
 # litellm fetches its model price map from GitHub when first imported unless told otherwise (and
 # retries for seconds offline). memsvc must not touch the network by itself, and the bundled map
@@ -359,9 +360,6 @@ class LiteLLMGateway(UsageMeter):
         return self._ask("gist", prompt, parse)
 
     def extract_facts(self, episodes: Sequence[Episode]) -> list[Fact]:
-        # Imported here: memsvc.llm.facts imports this module.
-        from memsvc.llm.facts import speaks_for_user, strip_wrapper
-
         # A context block pasted into a turn restates memories; it is not what the speaker said.
         episodes = [e for e in episodes if strip_wrapper(e.text).strip()]
         if not any(speaks_for_user(e.role) for e in episodes):
