@@ -34,11 +34,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.embeddings import Embedder
 from memsvc.lifecycle.retention import initial_strength
+from memsvc.lifecycle.scope import ConsolidationScope
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
 from memsvc.llm import LLM, Episode, Fact, track_usage
 from memsvc.llm.gateway import canonical_attribute
 from memsvc.models import Memory, MemoryLink
 from memsvc.scoping import MemoryScope
+from memsvc.store import MemoryStore, content_hash
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +49,6 @@ Checkpoint = Callable[[str], None]
 
 def _no_checkpoint(stage: str) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class ConsolidationScope:
-    """Whose facts: a tenant's (user_id, agent_id) pair, either may be None. session_id only narrows
-    which episodes are read; the facts belong to the user/agent."""
-
-    tenant_id: uuid.UUID
-    user_id: str | None = None
-    agent_id: str | None = None
-    session_id: str | None = None
-
-    def key(self) -> str:
-        return f"consolidate:{self.tenant_id}:{self.user_id or ''}:{self.agent_id or ''}"
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"user_id": self.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
-
-    def owner_where(self) -> list[Any]:
-        return [Memory.tenant_id == self.tenant_id, Memory.user_id.is_not_distinct_from(self.user_id),
-                Memory.agent_id.is_not_distinct_from(self.agent_id)]
 
 
 @dataclass
@@ -124,8 +105,6 @@ def _embed_new(sessions: sessionmaker[Session], scope: ConsolidationScope, facts
                embedder: Embedder) -> list[Any]:
     """Vectors for the facts whose text the scope does not know yet (None for the others): a re-run
     over known episodes costs no embedding at all."""
-    from memsvc.store import content_hash
-
     if not facts:
         return []
     hashes = [content_hash(f.text) for f in facts]
@@ -182,8 +161,6 @@ def _apply(
     vectors: Sequence[Any], embedder: Embedder, now: datetime, settings: LifecycleSettings,
     report: ConsolidationReport, checkpoint: Checkpoint,
 ) -> None:
-    from memsvc.store import content_hash
-
     _lock_scope(session, scope)
     by_id = {str(m.id): m for m in episodes}
     # Same text twice in one answer: one fact with the union of the sources.
@@ -319,8 +296,6 @@ def rederive(
     """For each derived memory that lost some sources: extract again from the sources left. Still
     produced (same text, or same slot and value) -> kept; same slot, another text -> rewritten in
     place (id and links kept); no longer supported -> removed, with its own dependents (cascade)."""
-    from memsvc.store import MemoryStore, content_hash
-
     report = RederiveReport()
     now = now or datetime.now(UTC)
     with track_usage() as usage:

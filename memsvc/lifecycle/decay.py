@@ -35,6 +35,7 @@ from memsvc.llm import LLM, BuiltinLLM, LLMCallError, track_usage
 from memsvc.llm.summarizer import EXTRACTIVE, LEGACY_BUILTIN, NoSummarizer, Summarizer, get_summarizer
 from memsvc.models import Memory
 from memsvc.scoping import MemoryScope
+from memsvc.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,6 @@ def _expire_ttl(
     on_orphans: Callable[[Session, list[uuid.UUID]], None] | None,
 ) -> None:
     """Delete what the tenant's explicit TTL says, with the usual cascade through derived memories."""
-    from memsvc.store import MemoryStore
-
     assert policy.ttl_days is not None
     cutoff = now - timedelta(days=policy.ttl_days)
     scope = MemoryScope(tenant_id)

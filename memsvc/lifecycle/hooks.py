@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from memsvc import jobs
-from memsvc.lifecycle.consolidate import ConsolidationScope
+from memsvc.lifecycle.scope import ConsolidationScope
 from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
 from memsvc.queue import JobQueue, enqueue_after_commit
 
