@@ -6,16 +6,17 @@ import threading
 import uuid
 from typing import Any
 
+from memsvc.lifecycle.settings import get_lifecycle_settings
+from workers.config import make_celery
+
 RUN_JOB = "memsvc.run_job"
 
 
 class CeleryJobQueue:
-    """Sends `memsvc.run_job(job_id)` to the broker at broker_url (by name: the API process never
+    """Sends `memsvc.run_job(job_id)` to the broker at broker_url (by name: the process that enqueues never
     imports the task code)."""
 
     def __init__(self, broker_url: str | None = None, queue: str | None = None) -> None:
-        from memsvc.lifecycle.settings import get_lifecycle_settings
-
         self.broker_url = broker_url
         self.queue = queue or get_lifecycle_settings().celery_queue
         self._app: Any = None
@@ -24,8 +25,6 @@ class CeleryJobQueue:
     def _celery(self) -> Any:
         with self._lock:
             if self._app is None:
-                from workers.app import make_celery
-
                 self._app = make_celery(broker_url=self.broker_url, include_tasks=False)
             return self._app
 
