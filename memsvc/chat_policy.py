@@ -19,19 +19,10 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from memsvc.config import Settings
-
-# Hosted providers' models: bare names litellm maps to a hosted provider, and provider-prefixed names.
-HOSTED_MODELS: tuple[str, ...] = (
-    "gpt-*", "chatgpt-*", "o1*", "o3*", "o4*", "claude-*", "gemini-*", "command-*",
-    "openai/*", "anthropic/*", "gemini/*", "vertex_ai/*", "bedrock/*", "azure/*", "azure_ai/*", "mistral/*",
-    "cohere/*", "cohere_chat/*", "groq/*", "deepseek/*", "together_ai/*", "fireworks_ai/*", "openrouter/*",
-    "xai/*", "perplexity/*", "cerebras/*", "deepinfra/*",
-)
+from memsvc.config import HOSTED_MODELS, Settings
 
 # litellm providers that, with no base configured, call a server on this machine or run the model here.
 LOCAL_PROVIDERS = frozenset({

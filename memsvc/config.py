@@ -9,7 +9,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memsvc.chat_policy import HOSTED_MODELS
+# The chat models callers may name by default (memsvc.chat_policy applies the list): bare names litellm maps to a
+# hosted provider, and provider-prefixed names.
+HOSTED_MODELS: tuple[str, ...] = (
+    "gpt-*", "chatgpt-*", "o1*", "o3*", "o4*", "claude-*", "gemini-*", "command-*",
+    "openai/*", "anthropic/*", "gemini/*", "vertex_ai/*", "bedrock/*", "azure/*", "azure_ai/*", "mistral/*",
+    "cohere/*", "cohere_chat/*", "groq/*", "deepseek/*", "together_ai/*", "fireworks_ai/*", "openrouter/*",
+    "xai/*", "perplexity/*", "cerebras/*", "deepinfra/*",
+)
 
 
 class Settings(BaseSettings):
