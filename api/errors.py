@@ -1,4 +1,6 @@
-"""Every error leaves the API as {"error": {"code", "message", "details"}} with the right status."""
+"""Every error leaves the API in its route family's shape with the right status: {"error": {"code", "message",
+"details"}}, or OpenAI's {"error": {"message", "type", "param", "code"}} under /v1/chat/ (OpenAI SDKs and tools
+report those as they would OpenAI's own). `family_error` is the one place that picks the shape."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from memsvc.chat import ChatError
 from memsvc.errors import MemsvcError
+from memsvc.validation import unreadable_body
 
 log = logging.getLogger("memsvc.api")
 
@@ -25,6 +29,18 @@ OPENAI_SHAPED = ("/v1/chat/",)
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status)
+
+
+def family_error(path: str, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: Any = None) -> JSONResponse:
+    """An error response in the shape of the route family `path` belongs to."""
+    if path.startswith(OPENAI_SHAPED):
+        error = MemsvcError(message, details=details, code=code)
+        error.status = status
+        return JSONResponse(ChatError.from_memsvc(error).body(), status_code=status, headers=headers)
+    response = error_response(status, code, message, details)
+    response.headers.update(headers or {})
+    return response
 
 
 def _describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -66,13 +82,7 @@ _db_outage_log = _Throttled()
 
 def unavailable_response(request: Request, message: str, code: str = "database_unavailable") -> JSONResponse:
     """503 with Retry-After, in the shape of the route family the request went to."""
-    headers = {"Retry-After": str(RETRY_AFTER_S)}
-    if request.url.path.startswith(OPENAI_SHAPED):
-        body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
-        return JSONResponse(body, status_code=503, headers=headers)
-    response = error_response(503, code, message)
-    response.headers.update(headers)
-    return response
+    return family_error(request.url.path, 503, code, message, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -90,23 +100,30 @@ def install_error_handlers(app: FastAPI) -> None:
         return unavailable_response(request, "the database is unavailable right now; retry shortly")
 
     @app.exception_handler(MemsvcError)
-    async def _domain(_: Request, exc: MemsvcError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+    async def _domain(request: Request, exc: MemsvcError) -> JSONResponse:
+        return family_error(request.url.path, exc.status, exc.code, exc.message, details=exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "invalid_json", "the request body is not valid JSON", _describe(errors)[1])
+            return family_error(request.url.path, 400, "invalid_json", "the request body is not valid JSON",
+                                details=_describe(errors)[1])
         message, details = _describe(errors)
-        return error_response(422, "invalid_input", message, details)
+        return family_error(request.url.path, 422, "invalid_input", message, details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body its JSON reader gave up on (nested past the recursion limit, not UTF-8) with a
+        # bare 400 "There was an error parsing the body", the reason in __cause__: say what to fix instead.
+        unreadable = unreadable_body(exc.__cause__) if exc.status_code == 400 else None
+        if unreadable is not None:
+            return await _domain(request, unreadable)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        # exc.headers: a 405's Allow (the methods the path has), as HTTP asks.
+        return family_error(request.url.path, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal error; the server log has the details")
+        return family_error(request.url.path, 500, "internal_error", "internal error; the server log has the details")

@@ -2,35 +2,19 @@
 request and response in extra streams): per-key request rate and concurrency (memsvc.ratelimit), and the
 request body size, counted while it streams in.
 
-Their refusals come in the shape of the route family: OpenAI's for /v1/chat/, memsvc's elsewhere.
+Their refusals come in the shape of the route family (api.errors.family_error): OpenAI's for /v1/chat/,
+memsvc's elsewhere.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
+from api.errors import family_error
 from memsvc.ratelimit import RATE, Limiter, key_digest
-
-OPENAI_FAMILY = ("/v1/chat/",)
-_OPENAI_TYPES = {413: "invalid_request_error", 429: "rate_limit_error"}
-
-
-def family_error(path: str, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 details: Any = None) -> JSONResponse:
-    """An error response in the shape of the route family `path` belongs to."""
-    if path.startswith(OPENAI_FAMILY):
-        body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
-                          "param": None, "code": code}}
-        return JSONResponse(body, status_code=status, headers=headers)
-    response = error_response(status, code, message, details)
-    response.headers.update(headers or {})
-    return response
 
 
 class BodyTooLarge(HTTPException):

@@ -8,7 +8,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from memsvc.errors import InvalidInput, PayloadTooLarge
+from memsvc.errors import BadRequest, InvalidInput, MemsvcError, PayloadTooLarge
 
 MAX_JSON_DEPTH = 64  # levels of nested objects/arrays in a body or a metadata value: deeper is a mistake
 
@@ -79,12 +79,26 @@ def parse_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     try:
         data = json.loads(body, parse_constant=constant, parse_float=number)
     except RecursionError:
-        raise InvalidInput(f"the body is nested too deeply; at most {max_depth} levels of objects and arrays",
-                           code="invalid_json") from None
+        raise too_deep(max_depth) from None
     if _depth_exceeds(data, max_depth):
-        raise InvalidInput(f"the body is nested too deeply; at most {max_depth} levels of objects and arrays",
-                           code="invalid_json")
+        raise too_deep(max_depth)
     return data
+
+
+def too_deep(max_depth: int = MAX_JSON_DEPTH) -> BadRequest:
+    return BadRequest(f"the body is nested too deeply; at most {max_depth} levels of objects and arrays",
+                        code="invalid_json")
+
+
+def unreadable_body(cause: BaseException | None) -> MemsvcError | None:
+    """Why a JSON reader gave up on a body, as a refusal that says what to fix (None: not a reading problem we
+    know). The web framework's own reader turns these into a bare 400 'error parsing the body'."""
+    if isinstance(cause, RecursionError):
+        return too_deep()
+    if isinstance(cause, UnicodeDecodeError):
+        return BadRequest(f"the body is not valid UTF-8 (byte {cause.start}); send JSON encoded as UTF-8",
+                          code="invalid_json")
+    return None
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

@@ -295,3 +295,26 @@ def test_a_chat_body_with_a_non_finite_number_is_400(client, key, number):
 def test_policy_numbers_must_be_finite(client, key, path, body):
     response = client.put(path, content=body, headers={**auth(key), "Content-Type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/memories", "/v1/search", "/v1/policy"])
+def test_a_body_nested_past_the_recursion_limit_says_what_to_fix(client, key, path):
+    # FastAPI's own JSON reader gives up on it with a bare 400 "There was an error parsing the body".
+    depth = 100_000
+    body = b'{"content": "x", "metadata": {"k": ' + b"[" * depth + b"]" * depth + b"}}"
+    method = "PUT" if path == "/v1/policy" else "POST"
+    response = client.request(method, path, content=body, headers={**auth(key), "Content-Type": "application/json"})
+    error = assert_error(response, 400, "nested too deeply")
+    assert error["code"] == "invalid_json"
+
+
+def test_a_body_that_is_not_utf8_says_so(client, key):
+    response = client.post("/v1/maintenance/sparse-backfill", content=b'{"reencode": "\xb9"}',
+                           headers={**auth(key), "Content-Type": "application/json"})
+    assert assert_error(response, 400, "utf-8")["code"] == "invalid_json"
+
+
+def test_an_undeclared_method_is_405_with_allow(client, key):
+    response = client.request("TRACE", "/v1/search", headers=auth(key))
+    assert_error(response, 405)
+    assert response.headers["allow"] == "POST"
