@@ -227,7 +227,7 @@ def build(service: RetrievalService, session: Session, scope: MemoryScope, embed
         return Context()
     try:
         # Memory tokens only when the model that reads the context is the local one they were trained for.
-        counter, token_model = (service.target(req.model) if options.context_model is None
+        counter, token_model = (service.target(session, scope.tenant_id, req.model) if options.context_model is None
                                 else (counter_for_request(options.context_model), None))
     except MemsvcError as exc:
         raise ChatError.from_memsvc(exc) from None

@@ -48,6 +48,7 @@ def _store_set(app, key: str, memory: dict, model_id: str, *, verified: bool = T
 def test_policy_defaults_validation_and_unknown_models(client, key) -> None:  # type: ignore[no-untyped-def]
     r = client.get("/v1/policy/memory-tokens", headers=auth(key))
     assert r.status_code == 200 and r.json()["model"] == "smollm2" and r.json()["enabled"] is False
+    assert r.json()["in_context"] is False  # opt-in: the model does not read its vectors (docs/memtokens.md)
     r = client.patch("/v1/policy/memory-tokens", json={"model": "local/nope"}, headers=auth(key))
     assert r.status_code == 422 and "local/smollm2" in r.json()["error"]["message"]
     r = client.patch("/v1/policy/memory-tokens", json={"max_tokens": 5000}, headers=auth(key))
@@ -116,6 +117,7 @@ def test_contexts_for_the_local_model_use_verified_sets_only(app, client, make_t
     budget = 24  # the text does not fit; its two vectors do
 
     # No set, an unverified set, a set of other weights: never tokens.
+    assert client.patch("/v1/policy/memory-tokens", json={"in_context": True}, headers=auth(key)).status_code == 200
     assert all(i["fidelity"] != "tokens" for i in _context(client, key, budget)["items"])
     _store_set(app, key, memory, smollm2_id, verified=False)
     _store_set(app, key, memory, "smollm2@ffffffffffffffff", verified=True)
@@ -123,6 +125,11 @@ def test_contexts_for_the_local_model_use_verified_sets_only(app, client, make_t
     assert all(i["fidelity"] != "tokens" for i in out["items"]) and not MEMORY_MARK.search(out["context"])
 
     _store_set(app, key, memory, smollm2_id, verified=True)
+    # A verified set, but the tenant's policy has not opted in: texts only, and the report says so.
+    assert client.patch("/v1/policy/memory-tokens", json={"in_context": False}, headers=auth(key)).status_code == 200
+    out = _context(client, key, budget)
+    assert not MEMORY_MARK.search(out["context"]) and out["memory_tokens_model"] is None
+    assert client.patch("/v1/policy/memory-tokens", json={"in_context": True}, headers=auth(key)).status_code == 200
     out = _context(client, key, budget)
     item = next(i for i in out["items"] if i["id"] == memory["id"])
     assert item["fidelity"] == "tokens" and item["vectors"] == 2
@@ -133,7 +140,7 @@ def test_contexts_for_the_local_model_use_verified_sets_only(app, client, make_t
     # Another model, or memory_tokens off: text only.
     assert MEMORY_MARK.search(_context(client, key, 400, model="gpt-4o")["context"]) is None
     assert MEMORY_MARK.search(_context(client, key, budget, memory_tokens=False)["context"]) is None
-    # With room for the text, the text wins (tokens are worth less than the words themselves).
+    # With room for the text, the text wins (tokens are worth far less than the words themselves).
     roomy = _context(client, key, 400)
     assert next(i for i in roomy["items"] if i["id"] == memory["id"])["fidelity"] == "verbatim"
 

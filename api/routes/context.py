@@ -33,7 +33,8 @@ def context(
     _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
 ) -> ContextResult:
     service = http.app.state.retrieval
-    counter, token_model = service.target(request.model, memory_tokens=request.memory_tokens)
+    counter, token_model = service.target(store.session, store.scope.tenant_id, request.model,
+                                         memory_tokens=request.memory_tokens)
     query = ContextQuery(
         query=context_query_text(request), budget=request.budget_tokens, counter=counter,
         filters=to_search_filters(request), sections=tuple(request.sections or SECTIONS), fmt=request.format,

@@ -20,7 +20,8 @@ def as_embeds(model: LocalModel, vectors: np.ndarray) -> Any:
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[1] != model.hidden_size or array.shape[0] < 1:
         raise ValueError(f"token vectors must be k x {model.hidden_size}, not {'x'.join(map(str, array.shape))}")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float16)).to(model.device, model.dtype)
+    # A copy: a set read from the database is a read-only buffer, which torch will not wrap without warning.
+    return torch.from_numpy(np.array(array, dtype=np.float16)).to(model.device, model.dtype)
 
 
 def next_ids(model: LocalModel, embeds: Any, max_new_tokens: int, *, temperature: float = 0.0,

@@ -6,6 +6,11 @@ shown verbatim (a demoted memory may only be shown as its summary or gist, and t
 whole text) and its content is at most `max_tokens` tokens of the model. It gets
 ceil(tokens / tokens_per_vector) vectors, at least `min_vectors`: the bench (docs/memtokens.md) says how
 many tokens one vector of SmolLM2-135M holds reliably.
+
+Whether verified sets may stand in for texts in contexts for the local model is a separate opt-in
+(`in_context`, off by default): a set decodes back to its text, but the reading test (docs/memtokens.md)
+found SmolLM2 answering 0/8 questions from spliced vectors that it answered 8/8 from the text - it recites
+its vectors, it does not read them. A tenant turns it on only for a consumer that does use them.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class MemoryTokenPolicy(BaseModel):
     tokens_per_vector: int = Field(default=16, ge=4, le=MAX_TOKENS, description=(
         "Content tokens one trained vector carries: a memory gets ceil(tokens / this) vectors."))
     min_vectors: int = Field(default=1, ge=1, le=16, description="Fewest vectors a memory gets.")
+    in_context: bool = Field(default=False, description=(
+        "Let verified token sets stand in for memories' texts in contexts for this local model (chat "
+        "completions and /v1/context with model local/<name>), where the text does not fit. Off by default: "
+        "the model reproduces a memory from its vectors but, as measured, does not answer questions from "
+        "them (docs/memtokens.md, the reading test)."))
 
 
 def vectors_for(n_tokens: int, policy: MemoryTokenPolicy) -> int:

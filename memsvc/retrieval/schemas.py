@@ -94,7 +94,8 @@ class ContextRequest(RetrievalFilters):
     max_candidates: int | None = Field(default=None, ge=1, le=500, description="Candidates the packer weighs.")
     memory_tokens: bool = Field(default=True, description=(
         "For a local model (`local/<name>`): let memories with a verified memory-token set of that model go in "
-        "as their vectors (fidelity `tokens`, a marker in `context` that the local backend replaces)."))
+        "as their vectors (fidelity `tokens`, a marker in `context` that the local backend replaces), when the "
+        "tenant's memory-token policy opts in (`in_context`)."))
 
     @model_validator(mode="after")
     def _needs_query(self) -> ContextRequest:
@@ -133,7 +134,8 @@ class ContextResult(BaseModel):
     left_out: list[LeftOut]
     recipe: str = Field(description="The recipe that ranked the candidates.")
     memory_tokens_model: str | None = Field(default=None, description=(
-        "The local model identity (name@weights-hash) whose memory-token sets could stand in for texts."))
+        "The local model identity (name@weights-hash) whose memory-token sets could stand in for texts (null: "
+        "texts only: another model, memory_tokens false, or the memory-token policy's in_context off)."))
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from memsvc.embeddings import Embedder
 from memsvc.errors import InvalidInput
 from memsvc.lifecycle.usage import UsageRecorder
+from memsvc.memtokens import policy as memtoken_policy
 from memsvc.memtokens.local_models import LocalModels
 from memsvc.retrieval import policy
 from memsvc.retrieval.context import Assembled, ContextQuery, build_context
@@ -50,13 +51,17 @@ class RetrievalService:
     usage: UsageRecorder | None = None  # None: nothing is reinforced (benchmarks that must not change the data)
     local_models: LocalModels = field(default_factory=lambda: LocalModels({}))  # served in-process (memtokens)
 
-    def target(self, model: str, *, memory_tokens: bool = True) -> tuple[TokenCounter, str | None]:
-        """The tokenizer a context for `model` is counted in, and, for a local model, the model_id whose
-        verified memory-token sets may stand in for texts (None: texts only)."""
-        if self.local_models.serves(model):
-            spec = self.local_models.get(model)
-            return spec.counter(), spec.identity().model_id if memory_tokens else None
-        return counter_for_request(model), None
+    def target(self, session: Session, tenant_id: uuid.UUID, model: str, *,
+               memory_tokens: bool = True) -> tuple[TokenCounter, str | None]:
+        """The tokenizer a context for `model` is counted in, and, for a local model whose tenant's
+        memory-token policy opts in (`in_context`), the model_id whose verified memory-token sets may stand
+        in for texts (None: texts only)."""
+        if not self.local_models.serves(model):
+            return counter_for_request(model), None
+        spec = self.local_models.get(model)
+        if not memory_tokens or not memtoken_policy.get_policy(session, tenant_id).in_context:
+            return spec.counter(), None
+        return spec.counter(), spec.identity().model_id
 
     def recipe(self, session: Session, tenant_id: uuid.UUID, requested: str | None) -> Recipe:
         """The request's recipe, else the tenant's policy's, else the deployment's default."""

@@ -202,6 +202,7 @@ class MemoryTokenPolicy(_Response):
     max_tokens: int = 128
     tokens_per_vector: int = 16
     min_vectors: int = 1
+    in_context: bool = False  # verified sets may stand in for texts in contexts for the local model (opt-in)
 
 
 class TrainTokensQuery(ScopeSelector):
