@@ -43,6 +43,7 @@ from memsvc.lifecycle.usage import UsageRecorder
 from memsvc.memtokens.chat_backend import LocalChatBackend
 from memsvc.memtokens.local_models import LocalModels
 from memsvc.metrics import build_registry, multiprocess_dir
+from memsvc.queue import JobQueue, NullQueue
 from memsvc.ratelimit import limiter_for
 from memsvc.retrieval.recipes import load_book
 from memsvc.retrieval.service import RetrievalService
@@ -111,7 +112,10 @@ def _warm_up(embedder: Callable[[], Embedder], settings: Settings) -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, engine: Engine | None = None,
+               queue: JobQueue | None = None) -> FastAPI:
+    """queue: where jobs go (the composition root, memsvc.cli, hands in the Celery-backed one when a broker is
+    configured); none: jobs wait in Postgres, visible through /v1/jobs, until a worker's recovery runs them."""
     settings = settings or get_settings()
     embedder, embedder_loaded = _lazy_embedder()
     # The API runs many small matrix products (near-duplicates among ~200 candidates) beside Postgres on
@@ -135,6 +139,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     engine = engine or get_engine(settings.database_url)
     app.state.sessions = session_factory(engine)
+    app.state.job_queue = queue or NullQueue()
     # What /metrics serves: every process's events (memsvc serve's workers too) and the state read per scrape.
     app.state.metrics_registry = build_registry(engine, backlog, multiprocess=multiprocess_dir())
     app.state.embedder = embedder

@@ -1,25 +1,17 @@
-"""The job queue the API hands to the core: Celery-backed when a broker is configured, else none
-(jobs then wait in Postgres, visible through /v1/jobs, until a worker's recovery picks them up)."""
+"""The job queue the API hands to the core: the one create_app was given (Celery-backed when `memsvc serve`
+has a broker), else none (jobs then wait in Postgres, visible through /v1/jobs, until a worker's recovery
+picks them up). The API never builds a queue itself: it does not know Celery (workers/ does)."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
 from memsvc.lifecycle.hooks import LifecycleHooks
-from memsvc.queue import JobQueue, NullQueue
+from memsvc.queue import JobQueue
 
 
 def get_job_queue(request: Request) -> JobQueue:
-    state = request.app.state
-    queue = getattr(state, "job_queue", None)
-    if queue is None:
-        if state.settings.redis_url:
-            from workers.queue import CeleryJobQueue
-
-            queue = CeleryJobQueue(state.settings.redis_url)
-        else:
-            queue = NullQueue()
-        state.job_queue = queue
+    queue: JobQueue = request.app.state.job_queue
     return queue
 
 

@@ -82,7 +82,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         from api.app import create_app
 
-        app = create_app(runtime.settings)
+        redis_url = runtime.settings.redis_url
+        app = create_app(runtime.settings, queue=_celery_queue(redis_url) if redis_url else None)
         app.state.components = runtime.components  # /readyz reports what the supervisor watches
         print(f"memsvc listening on http://{host}:{port}  (docs at /docs, dashboard at /dashboard)", flush=True)
         # log_config=None: uvicorn's records go through memsvc's handler (memsvc.logformat) with the levels set
