@@ -19,6 +19,7 @@ from api.deps import check_params
 from api.errors import install_error_handlers
 from api.limits import install_limits
 from api.observability import Observe
+from api.openapi import install_openapi
 from api.routes import (
     admin,
     chat,
@@ -160,4 +161,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
 
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)  # every response each route can give, and which routes need a key
     return app

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
 from memsvc.config import Settings
@@ -40,6 +41,16 @@ async def check_params(request: Request) -> None:
                 raise InvalidInput(f"{where} parameter {name} {problem}", details={"field": name, "in": where})
 
 
+def _id_path(what: str) -> Any:
+    # Documented as a UUID; the route parses it (memsvc.store.parse_uuid), so a malformed one is a 422 naming it.
+    return Path(description=f"The {what} (a UUID).", json_schema_extra={"format": "uuid"})
+
+
+MemoryId = Annotated[str, _id_path("memory's id")]
+JobId = Annotated[str, _id_path("job's id")]
+KeyId = Annotated[str, _id_path("API key's id")]
+
+
 def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -49,7 +60,8 @@ def get_embedder_dep(request: Request) -> Embedder:
 
 
 def get_principal(
-    authorization: str | None = Header(default=None, description="Bearer <API key>"),
+    # Documented as the bearer security scheme (api.openapi), not as a header parameter.
+    authorization: str | None = Header(default=None, include_in_schema=False),
     session: Session = Depends(get_session),
 ) -> Principal:
     token = None

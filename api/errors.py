@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from memsvc.chat import ChatError
 from memsvc.errors import MemsvcError
@@ -85,6 +86,18 @@ def unavailable_response(request: Request, message: str, code: str = "database_u
     return family_error(request.url.path, 503, code, message, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def _allowed_methods(request: Request, named: str) -> str:
+    """A 405's Allow: every method of the path. Starlette names only the first matching route's (`named`), and
+    GET and POST /v1/memories are two routes: the methods come from the OpenAPI document's paths as well."""
+    methods = {m.strip().upper() for m in named.split(",") if m.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     # A handler for these exact classes runs in Starlette's ExceptionMiddleware, which answers and keeps the
     # connection; the catch-all `Exception` handler below runs outside it, and the server then closes the
@@ -120,8 +133,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if unreadable is not None:
             return await _domain(request, unreadable)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        # exc.headers: a 405's Allow (the methods the path has), as HTTP asks.
-        return family_error(request.url.path, exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
+        return family_error(request.url.path, exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -318,3 +318,5 @@ def test_an_undeclared_method_is_405_with_allow(client, key):
     response = client.request("TRACE", "/v1/search", headers=auth(key))
     assert_error(response, 405)
     assert response.headers["allow"] == "POST"
+    listed = client.request("TRACE", "/v1/memories", headers=auth(key)).headers["allow"]
+    assert listed == "GET, HEAD, POST"  # two routes, one path

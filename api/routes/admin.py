@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from api.deps import get_session, requires
+from api.deps import KeyId, get_session, requires
+from api.openapi import errors
 from memsvc import tenancy
 from memsvc.schemas import KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
 from memsvc.store import parse_uuid
@@ -15,7 +16,8 @@ from memsvc.views import key_out
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-@router.post("/tenants", status_code=201, response_model=TenantOut)
+@router.post("/tenants", status_code=201, response_model=TenantOut,
+             responses=errors(conflict="A tenant with this name exists."))
 def create_tenant(
     body: TenantCreate, _: Principal = Depends(requires("root")), session: Session = Depends(get_session)
 ) -> TenantOut:
@@ -29,7 +31,7 @@ def list_tenants(_: Principal = Depends(requires("root")), session: Session = De
     return [TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in tenancy.list_tenants(session)]
 
 
-@router.post("/keys", status_code=201, response_model=KeyCreated, description=(
+@router.post("/keys", status_code=201, response_model=KeyCreated, responses=errors(404), description=(
     "Create an API key. The secret is in the response once; only its hash is kept."
 ))
 def create_key(
@@ -52,9 +54,10 @@ def list_keys(
     return [key_out(k) for k in tenancy.list_keys(session, principal.tenant_id)]
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut)
+@router.delete("/keys/{key_id}", response_model=KeyOut, responses=errors(
+    404, conflict="The last active admin key of its tenant, or the last root key: create another first."))
 def revoke_key(
-    key_id: str, principal: Principal = Depends(requires("admin")), session: Session = Depends(get_session)
+    key_id: KeyId, principal: Principal = Depends(requires("admin")), session: Session = Depends(get_session)
 ) -> KeyOut:
     key = tenancy.revoke_key(session, principal.tenant_id, parse_uuid(key_id, "key id"))
     session.commit()

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import get_principal, get_session, get_store, raw_body
+from api.openapi import error_response
 from memsvc import chat, chat_policy
 from memsvc.errors import MemsvcError
 
@@ -34,7 +35,20 @@ _OPENAPI_BODY = {
             "memsvc": chat.MemsvcOptions.model_json_schema(),
         },
     }}}},
+    "responses": {"200": {"content": {
+        "application/json": {"schema": {
+            "type": "object", "required": ["choices", "memsvc"], "additionalProperties": True,
+            "description": "OpenAI's chat completion, plus what memsvc did (`memsvc`).",
+            "properties": {"choices": {"type": "array"}, "memsvc": {"type": "object", "properties": {
+                key: ({"type": "array", "items": {"type": "string"}} if key.startswith("memor") else {})
+                for key in ("context_tokens", "tokenizer", "memories_used", "memories_stored",
+                            "memory_tokens_used")}}}}},
+        "text/event-stream": {"schema": {"type": "string"}, "description": (
+            "`stream: true`: OpenAI's chunks as server-sent events; the last carries `memsvc`, then [DONE].")},
+    }}},
 }
+_UPSTREAM = {502: error_response(502, "The model call failed upstream.", openai=True),
+             504: error_response(504, "The model did not answer in time.", openai=True)}
 
 
 def _error(exc: chat.ChatError) -> JSONResponse:
@@ -55,7 +69,7 @@ def _in_process(request: Request, model: str) -> frozenset[str]:
     return frozenset({model}) if local is not None and local.serves(model) else frozenset()
 
 
-@router.post("/chat/completions", openapi_extra=_OPENAPI_BODY, response_model=None, description=(
+@router.post("/chat/completions", openapi_extra=_OPENAPI_BODY, response_model=None, responses=_UPSTREAM, description=(
     "OpenAI-compatible chat completions with long-term memory. Send the OpenAI request plus an optional "
     "`memsvc` object (user_id, agent_id, session_id, budget_tokens, remember). A context of the most "
     "relevant memories (within budget_tokens of the model's tokenizer) is added as a system message, the "

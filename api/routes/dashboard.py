@@ -9,7 +9,8 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from api.deps import get_store, requires
+from api.deps import MemoryId, get_store, requires
+from api.openapi import errors
 from memsvc.errors import NotFound
 from memsvc.stats import Lineage, Stats, StatsFilters, lineage, memory_stats
 from memsvc.store import MemoryStore, parse_uuid
@@ -68,11 +69,12 @@ def stats(
     return memory_stats(store.session, store.scope, StatsFilters(user_id, agent_id, session_id))
 
 
-@router.get("/v1/memories/{memory_id}/links", response_model=Lineage, tags=["memories"], description=(
+@router.get("/v1/memories/{memory_id}/links", response_model=Lineage, tags=["memories"], responses=errors(404),
+            description=(
     "A memory's lineage, both directions: what it was derived from / supersedes / was merged into (out), "
     "and what was derived from it / supersedes it / was merged into it (in)."
 ))
 def memory_links(
-    memory_id: str, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+    memory_id: MemoryId, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
 ) -> Lineage:
     return lineage(store.session, store.scope, parse_uuid(memory_id))

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="database, schema (its migration), embedder, reinforcement.")
+    reinforcement: dict[str, int] = Field(description="What contexts used, written in batches: pending, ...")
+    components: dict[str, dict[str, Any]] | None = Field(default=None, description=(
+        "What `memsvc serve` started and watches (embedded Postgres, broker, worker, beat), by name."))
+
+
+_NOT_READY = {503: {"model": Readiness, "description": "Not ready (yet): the checks say why; retry after Retry-After.",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}}
 
 
 @router.get("/healthz")
@@ -16,7 +29,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses=_NOT_READY)
 def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from api.deps import get_session, requires
+from api.deps import JobId, get_session, requires
+from api.openapi import errors
 from memsvc import deployment, jobs
 from memsvc.store import parse_uuid
 from memsvc.tenancy import Principal
@@ -13,7 +14,8 @@ from memsvc.tenancy import Principal
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
-@router.get("/jobs", response_model=jobs.JobPage, description="Newest first; filter by kind and status.")
+@router.get("/jobs", response_model=jobs.JobPage, responses=errors(400),
+            description="Newest first; filter by kind and status.")
 def list_jobs(
     request: Request, kind: str | None = Query(default=None, max_length=64),
     status: str | None = Query(default=None, description="queued | running | succeeded | failed"),
@@ -29,9 +31,9 @@ def list_jobs(
     return jobs.JobPage(items=[jobs.job_out(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/jobs/{job_id}", response_model=jobs.JobOut)
+@router.get("/jobs/{job_id}", response_model=jobs.JobOut, responses=errors(404))
 def get_job(
-    job_id: str, principal: Principal = Depends(requires("read")), session: Session = Depends(get_session),
+    job_id: JobId, principal: Principal = Depends(requires("read")), session: Session = Depends(get_session),
 ) -> jobs.JobOut:
     job = jobs.get_job(session, principal.tenant_id, parse_uuid(job_id, "job id"), principal.user_ids,
                        principal.agent_ids)

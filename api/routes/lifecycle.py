@@ -9,8 +9,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import Presenter, get_presenter, get_session, get_store, get_tenant_policy, raw_body, requires
+from api.deps import MemoryId, Presenter, get_presenter, get_session, get_store, get_tenant_policy, raw_body, requires
 from api.lifecycle_deps import get_job_queue
+from api.openapi import errors
 from api.writes import commit_write
 from memsvc import jobs
 from memsvc.lifecycle import feedback, policy
@@ -29,7 +30,7 @@ from memsvc.tenancy import Principal
 router = APIRouter(prefix="/v1", tags=["lifecycle"])
 
 
-@router.post("/consolidate", status_code=202, response_model=jobs.JobAccepted, description=(
+@router.post("/consolidate", status_code=202, response_model=jobs.JobAccepted, responses=errors(409), description=(
     "Consolidate a scope's episodes into semantic facts in the background. Returns the job at once; "
     "follow it at GET /v1/jobs/{job_id}. Send an Idempotency-Key header to make retries safe."
 ))
@@ -52,12 +53,12 @@ def consolidate(
     return commit_write(request, store.session, principal, body, 202, produce)
 
 
-@router.post("/memories/{memory_id}/feedback", response_model=MemoryOut, description=(
+@router.post("/memories/{memory_id}/feedback", response_model=MemoryOut, responses=errors(404), description=(
     "Say whether a memory was useful: useful=true reinforces it as a use (more when it was close to "
     "being forgotten) and brings it one tier back toward verbatim; false weakens it."
 ))
 def give_feedback(
-    memory_id: str, item: FeedbackRequest, _: Principal = Depends(requires("write")),
+    memory_id: MemoryId, item: FeedbackRequest, _: Principal = Depends(requires("write")),
     store: MemoryStore = Depends(get_store), current: TierPolicy = Depends(get_tenant_policy),
     present: Presenter = Depends(get_presenter),
 ) -> MemoryOut:
@@ -102,11 +103,11 @@ def patch_policy(
     return _put(principal, session, data, merge=True)
 
 
-@router.get("/memories/{memory_id}/retention", response_model=RetentionCurve, description=(
+@router.get("/memories/{memory_id}/retention", response_model=RetentionCurve, responses=errors(404), description=(
     "Retention now and over the next horizon_days if the memory is not used (what the dashboard plots)."
 ))
 def retention(
-    memory_id: str, horizon_days: float = Query(default=90.0, gt=0, le=36_500),
+    memory_id: MemoryId, horizon_days: float = Query(default=90.0, gt=0, le=36_500),
     points: int = Query(default=50, ge=2, le=1000),
     _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
     current: TierPolicy = Depends(get_tenant_policy),

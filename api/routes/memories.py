@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import Presenter, get_presenter, get_store, get_tenant_policy, raw_body, requires
+from api.deps import MemoryId, Presenter, get_presenter, get_store, get_tenant_policy, raw_body, requires
+from api.openapi import errors
 from api.writes import commit_write
 from memsvc.lifecycle.feedback import promote_if_archived
 from memsvc.lifecycle.tiers import TierPolicy
@@ -29,7 +30,8 @@ router = APIRouter(prefix="/v1", tags=["memories"])
 IDEMPOTENCY_DOC = "Send an Idempotency-Key header to make retries of this write safe."
 
 
-@router.post("/memories", status_code=201, response_model=MemoryOut, description=IDEMPOTENCY_DOC)
+@router.post("/memories", status_code=201, response_model=MemoryOut, responses=errors(409),
+             description=IDEMPOTENCY_DOC)
 def create_memory(
     item: MemoryCreate, request: Request, body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
@@ -38,7 +40,7 @@ def create_memory(
     return commit_write(request, store.session, principal, body, 201, lambda: present(store.add(item)))
 
 
-@router.post("/memories/batch", status_code=201, response_model=BatchResult, description=(
+@router.post("/memories/batch", status_code=201, response_model=BatchResult, responses=errors(409), description=(
     "Store 1-1,000 memories in one call, all or nothing: if any item is invalid, none is stored and the "
     "error names the item's index. " + IDEMPOTENCY_DOC
 ))
@@ -54,7 +56,7 @@ def create_memories(
     return commit_write(request, store.session, principal, body, 201, produce)
 
 
-@router.get("/memories", response_model=MemoryPage)
+@router.get("/memories", response_model=MemoryPage, responses=errors(400))
 def list_memories(
     user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None,
     kind: Kind | None = None, tier: Tier | None = None, tag: str | None = None,
@@ -68,9 +70,9 @@ def list_memories(
     return MemoryPage(items=[present(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/memories/{memory_id}", response_model=MemoryOut)
+@router.get("/memories/{memory_id}", response_model=MemoryOut, responses=errors(404))
 def get_memory(
-    memory_id: str, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
+    memory_id: MemoryId, _: Principal = Depends(requires("read")), store: MemoryStore = Depends(get_store),
     policy: TierPolicy = Depends(get_tenant_policy), present: Presenter = Depends(get_presenter),
 ) -> MemoryOut:
     memory = store.get(parse_uuid(memory_id))
@@ -83,10 +85,11 @@ def get_memory(
 
 
 @router.patch(
-    "/memories/{memory_id}", response_model=MemoryOut, description="Partial update; new content is re-embedded."
+    "/memories/{memory_id}", response_model=MemoryOut, responses=errors(404, 409),
+    description="Partial update; new content is re-embedded.",
 )
 def update_memory(
-    memory_id: str, patch: MemoryUpdate, request: Request, body: bytes = Depends(raw_body),
+    memory_id: MemoryId, patch: MemoryUpdate, request: Request, body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
     present: Presenter = Depends(get_presenter),
 ) -> JSONResponse:
@@ -94,18 +97,18 @@ def update_memory(
     return commit_write(request, store.session, principal, body, 200, lambda: present(store.update(mid, patch)))
 
 
-@router.delete("/memories/{memory_id}", response_model=DeletionReport, description=(
+@router.delete("/memories/{memory_id}", response_model=DeletionReport, responses=errors(404, 409), description=(
     "Delete one memory. Derived memories whose every source is gone are deleted too; the report lists them."
 ))
 def delete_memory(
-    memory_id: str, request: Request, principal: Principal = Depends(requires("write")),
+    memory_id: MemoryId, request: Request, principal: Principal = Depends(requires("write")),
     store: MemoryStore = Depends(get_store),
 ) -> JSONResponse:
     mid = parse_uuid(memory_id)
     return commit_write(request, store.session, principal, b"", 200, lambda: store.delete(mid))
 
 
-@router.post("/erase", response_model=DeletionReport, tags=["memories"], description=(
+@router.post("/erase", response_model=DeletionReport, tags=["memories"], responses=errors(409), description=(
     "Erase every memory of a user, agent and/or session (at least one), with the cascade report."
 ))
 def erase_scope(

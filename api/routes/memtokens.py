@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.deps import get_session, get_store, raw_body, requires
+from api.deps import MemoryId, get_session, get_store, raw_body, requires
 from api.lifecycle_deps import get_job_queue
+from api.openapi import errors
 from api.writes import commit_write
 from memsvc import jobs, tenant_policy
 from memsvc.errors import InvalidInput
@@ -87,7 +88,8 @@ def patch_memtoken_policy(request: Request, data: dict[str, Any] = Body(...),
     return _put(request, principal, session, data, merge=True)
 
 
-@router.post("/memory-tokens/train", status_code=202, response_model=jobs.JobAccepted, description=(
+@router.post("/memory-tokens/train", status_code=202, response_model=jobs.JobAccepted, responses=errors(404, 409),
+             description=(
     "Train memory tokens (k input vectors per memory, the local model frozen, until a greedy decode "
     "reproduces the text exactly) for the named memories, or for every memory of the user/agent/session "
     "(or the whole tenant) that the policy selects and that has no set yet. Runs as a "
@@ -123,18 +125,18 @@ def _check_named(store_: MemoryStore, ids: tuple[uuid.UUID, ...], policy: Memory
                                code="not_qualified", details={"field": "memory_ids", "id": str(memory.id)})
 
 
-@router.get("/memories/{memory_id}/tokens", response_model=TokenStatusList, description=(
+@router.get("/memories/{memory_id}/tokens", response_model=TokenStatusList, responses=errors(404), description=(
     "The memory's token sets: per local model, whether verified, on its present content, and the training."))
-def token_status(memory_id: str, _: Principal = Depends(requires("read")),
+def token_status(memory_id: MemoryId, _: Principal = Depends(requires("read")),
                  store_: MemoryStore = Depends(get_store)) -> TokenStatusList:
     memory = store_.get(parse_uuid(memory_id))
     return TokenStatusList(memory_id=memory.id, items=service.token_statuses(store_.session, store_.scope, memory.id))
 
 
-@router.post("/memories/{memory_id}/tokens/decode", response_model=DecodeOut, description=(
+@router.post("/memories/{memory_id}/tokens/decode", response_model=DecodeOut, responses=errors(404), description=(
     "Decode the memory's stored token set back to text (greedy, from the vectors alone) and say whether it "
     "is the content exactly. Runs the local model in this process: seconds on a CPU."))
-def decode(request: Request, memory_id: str,
+def decode(request: Request, memory_id: MemoryId,
            model: str | None = Body(default=None, embed=True, max_length=200),
            _: Principal = Depends(requires("read")), store_: MemoryStore = Depends(get_store)) -> DecodeOut:
     mid = parse_uuid(memory_id)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import get_session, raw_body, requires
 from api.lifecycle_deps import get_job_queue
+from api.openapi import errors
 from api.writes import commit_write
 from memsvc import jobs, sparse_backfill
 from memsvc.errors import InvalidInput
@@ -18,7 +19,8 @@ from memsvc.tenancy import Principal
 router = APIRouter(prefix="/v1", tags=["maintenance"])
 
 
-@router.post("/maintenance/sparse-backfill", status_code=202, response_model=jobs.JobAccepted, description=(
+@router.post("/maintenance/sparse-backfill", status_code=202, response_model=jobs.JobAccepted, responses=errors(409),
+             description=(
     "Encode every memory of the tenant that has no learned-sparse (SPLADE) vector yet: written before the "
     "channel existed, while it was off, or by consolidation. With reencode=true, also those another sparse "
     "model encoded. Returns the job at once (GET /v1/jobs/{job_id}); a job still queued is returned instead "
