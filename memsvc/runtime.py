@@ -11,11 +11,15 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy import text
+
 from memsvc.config import Settings
 from memsvc.queue import JobQueue
 from memsvc.supervisor import ChildProcess, Supervisor
 
 log = logging.getLogger(__name__)
+
+_BOOTSTRAP_LOCK = 0x6D656D737663 + 1  # next to memsvc.migrate's lock key ("memsvc")
 
 
 def prepare_database(settings: Settings, *, embedded: bool | None = None) -> str:
@@ -27,6 +31,10 @@ def prepare_database(settings: Settings, *, embedded: bool | None = None) -> str
     url = resolve_database_url(settings)
     migrate.upgrade(url)
     with session_scope(get_engine(url)) as session:
+        # Several API processes starting at once on one empty database (docker compose up --scale api=2) would
+        # each create the default tenant, and all but one fail on its unique name: one at a time (the lock goes
+        # with bootstrap's commit).
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOTSTRAP_LOCK})
         secret = tenancy.bootstrap(session, settings.admin_key)
     if secret:
         bar = "=" * 72
