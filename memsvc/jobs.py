@@ -119,12 +119,15 @@ def create_job(
 # ---- state changes (each committed by the caller right away) ----------------------------------
 
 
-def mark_running(session: Session, job_id: uuid.UUID) -> Job | None:
-    """queued/running -> running, one more attempt. None when the job is finished (or gone)."""
+def mark_running(session: Session, job_id: uuid.UUID, worker: str | None = None) -> Job | None:
+    """queued/running -> running, one more attempt. None when the job is finished (or gone).
+    worker: who runs this attempt (result.worker; which of several worker processes ran a job)."""
+    values: dict[str, Any] = {"status": "running", "attempts": Job.attempts + 1,
+                              "started_at": func.coalesce(Job.started_at, func.now()), "debounce_key": None}
+    if worker:
+        values["result"] = Job.result.op("||")({"worker": worker})
     row = session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
-        .values(status="running", attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, func.now()),
-                debounce_key=None)
+        update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(**values)
         .returning(Job.id)
     ).scalar()
     return session.get(Job, row, populate_existing=True) if row else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from functools import lru_cache
 
 from memsvc import jobs
@@ -10,11 +12,15 @@ from memsvc.db import get_engine
 from memsvc.lifecycle.runner import RunContext
 from workers.queue import CeleryJobQueue
 
+# This `memsvc worker` process, as its jobs record it (result.worker): set on import in the worker's main process,
+# which imports this module before Celery forks its pool, so every pool process reports its worker.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
 
 @lru_cache(maxsize=1)
 def context() -> RunContext:
     """Built on first use inside each worker process (after the fork)."""
-    return RunContext.default(get_engine(), CeleryJobQueue(get_settings().redis_url))
+    return RunContext.default(get_engine(), CeleryJobQueue(get_settings().redis_url), worker=WORKER)
 
 
 def recover_now() -> list[str]:

@@ -41,9 +41,11 @@ class RunContext:
     llm: Callable[[], LLM]
     embedder: Callable[[], Embedder]
     settings: LifecycleSettings
+    worker: str | None = None  # recorded on each job this context runs (result.worker)
 
     @classmethod
-    def default(cls, engine: Engine, queue: JobQueue, settings: LifecycleSettings | None = None) -> RunContext:
+    def default(cls, engine: Engine, queue: JobQueue, settings: LifecycleSettings | None = None,
+                worker: str | None = None) -> RunContext:
         from memsvc.config import get_settings
         from memsvc.db import session_factory
         from memsvc.embeddings import get_embedder
@@ -51,7 +53,7 @@ class RunContext:
 
         return cls(engine=engine, sessions=session_factory(engine), queue=queue,
                    llm=lambda: get_llm(get_settings().llm_model), embedder=get_embedder,
-                   settings=settings or get_lifecycle_settings())
+                   settings=settings or get_lifecycle_settings(), worker=worker)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def run_job(ctx: RunContext, job_id: uuid.UUID) -> str:
         if not got:
             return "busy"  # another live worker runs it; this delivery is a duplicate
         with ctx.sessions() as session, session.begin():
-            row = jobs.mark_running(session, job_id)
+            row = jobs.mark_running(session, job_id, ctx.worker)
             if row is None:
                 exists = session.scalar(select(Job.status).where(Job.id == job_id))
                 return "skipped" if exists else "missing"
