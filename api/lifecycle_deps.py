@@ -16,4 +16,4 @@ def get_job_queue(request: Request) -> JobQueue:
 
 
 def get_lifecycle_hooks(request: Request) -> LifecycleHooks:
-    return LifecycleHooks(get_job_queue(request))
+    return LifecycleHooks(get_job_queue(request), request.app.state.settings.lifecycle)

@@ -1,4 +1,8 @@
-"""Settings from the environment (`MEMSVC_*`), one object shared by the API, workers and CLI."""
+"""Settings from the environment (`MEMSVC_*`): one tree shared by the API, the workers and the CLI, built once per
+process (`get_settings`) and handed down from the composition root (memsvc.cli). The lifecycle's knobs are a
+section of it (`settings.lifecycle`), set by their flat names (MEMSVC_CONSOLIDATE_DEBOUNCE_S) or nested ones
+(MEMSVC_LIFECYCLE__CONSOLIDATE_DEBOUNCE_S). Retrieval is tuned by recipes (`recipe`, `recipes_file`:
+memsvc.retrieval.recipes), per tenant and request."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memsvc.lifecycle.settings import LifecycleSettings
 
 # The chat models callers may name by default (memsvc.chat_policy applies the list): bare names litellm maps to a
 # hosted provider, and provider-prefixed names.
@@ -20,7 +26,7 @@ HOSTED_MODELS: tuple[str, ...] = (
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEMSVC_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MEMSVC_", env_file=None, extra="ignore", env_nested_delimiter="__")
 
     # Where the embedded database, broker and logs live when nothing external is configured.
     state_dir: Path = Field(default=Path("~/.memsvc"))
@@ -106,6 +112,9 @@ class Settings(BaseSettings):
     # connection to open, before it is answered 503 (Retry-After) instead of hanging while the database is away.
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     db_connect_timeout_s: int = Field(default=5, ge=1)
+
+    # Consolidation, decay, jobs and their schedule (memsvc.lifecycle.settings).
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
     @property
     def state_path(self) -> Path:

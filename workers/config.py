@@ -13,7 +13,6 @@ from __future__ import annotations
 from celery import Celery
 
 from memsvc.config import Settings, get_settings
-from memsvc.lifecycle.settings import get_lifecycle_settings
 from workers.schedule import beat_schedule
 
 
@@ -22,7 +21,7 @@ def make_celery(settings: Settings | None = None, *, broker_url: str | None = No
     """include_tasks: the worker's app, which imports workers.tasks (by name) and carries the beat schedule;
     without, an app that only sends messages."""
     settings = settings or get_settings()
-    lifecycle = get_lifecycle_settings()
+    lifecycle = settings.lifecycle
     broker = broker_url or settings.redis_url or "redis://127.0.0.1:6379/0"
     app = Celery("memsvc", broker=broker, include=["workers.tasks"] if include_tasks else [])
     app.conf.update(

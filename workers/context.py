@@ -20,7 +20,9 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 @lru_cache(maxsize=1)
 def context() -> RunContext:
     """Built on first use inside each worker process (after the fork)."""
-    return RunContext.default(get_engine(), CeleryJobQueue(get_settings().redis_url), worker=WORKER)
+    settings = get_settings()
+    return RunContext.default(get_engine(), CeleryJobQueue(settings.redis_url, settings.lifecycle.celery_queue),
+                              settings.lifecycle, worker=WORKER)
 
 
 def recover_now() -> list[str]:

@@ -6,7 +6,7 @@ import threading
 import uuid
 from typing import Any
 
-from memsvc.lifecycle.settings import get_lifecycle_settings
+from memsvc.config import get_settings
 from workers.config import make_celery
 
 RUN_JOB = "memsvc.run_job"
@@ -18,7 +18,7 @@ class CeleryJobQueue:
 
     def __init__(self, broker_url: str | None = None, queue: str | None = None) -> None:
         self.broker_url = broker_url
-        self.queue = queue or get_lifecycle_settings().celery_queue
+        self.queue = queue or get_settings().lifecycle.celery_queue
         self._app: Any = None
         self._lock = threading.Lock()
 

@@ -32,10 +32,11 @@ from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from memsvc.config import get_settings
 from memsvc.embeddings import Embedder
 from memsvc.lifecycle.retention import initial_strength
 from memsvc.lifecycle.scope import ConsolidationScope
-from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
+from memsvc.lifecycle.settings import LifecycleSettings
 from memsvc.llm import LLM, Episode, Fact, track_usage
 from memsvc.llm.gateway import canonical_attribute
 from memsvc.models import Memory, MemoryLink
@@ -74,7 +75,7 @@ def consolidate(
     checkpoint: Checkpoint = _no_checkpoint,
 ) -> ConsolidationReport:
     """Consolidate the scope's waiting episodes (or, with reprocess, all of them again)."""
-    settings = settings or get_lifecycle_settings()
+    settings = settings or get_settings().lifecycle
     report = ConsolidationReport()
     after: tuple[datetime, uuid.UUID] | None = None  # keyset position when reprocessing
     with track_usage() as usage:

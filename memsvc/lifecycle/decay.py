@@ -26,10 +26,11 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from memsvc.config import get_settings
 from memsvc.lifecycle.archive import archive_vector_values
 from memsvc.lifecycle.policy import get_policy
 from memsvc.lifecycle.retention import elapsed_seconds_sql, retention_sql
-from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
+from memsvc.lifecycle.settings import LifecycleSettings
 from memsvc.lifecycle.tiers import Tier, TierPolicy, representations_needed, tier_case_sql, tier_rank_sql
 from memsvc.llm import LLM, BuiltinLLM, LLMCallError, track_usage
 from memsvc.llm.summarizer import EXTRACTIVE, LEGACY_BUILTIN, NoSummarizer, Summarizer, get_summarizer
@@ -86,7 +87,7 @@ def run_decay(
 ) -> DecayReport:
     """One decay pass of one tenant at `now`. on_orphans(session, ids): derived memories that lost a
     source to TTL deletion (to schedule their re-derivation in the same transaction)."""
-    settings = settings or get_lifecycle_settings()
+    settings = settings or get_settings().lifecycle
     llm = llm or BuiltinLLM()
     if policy is None:
         with sessions() as session:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from memsvc import jobs
+from memsvc.config import get_settings
 from memsvc.lifecycle.scope import ConsolidationScope
-from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
+from memsvc.lifecycle.settings import LifecycleSettings
 from memsvc.queue import JobQueue, enqueue_after_commit
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class LifecycleHooks:
 
     def __init__(self, queue: JobQueue | None, settings: LifecycleSettings | None = None) -> None:
         self.queue = queue
-        self.settings = settings or get_lifecycle_settings()
+        self.settings = settings or get_settings().lifecycle
 
     def added(self, session: Session, scope: MemoryScope, rows: Sequence[Memory]) -> list[uuid.UUID]:
         if self.settings.consolidate_debounce_s <= 0:

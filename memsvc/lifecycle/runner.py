@@ -23,10 +23,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc import jobs, metrics
-from memsvc.embeddings import Embedder
+from memsvc.config import get_settings
+from memsvc.db import session_factory
+from memsvc.embeddings import Embedder, get_embedder
 from memsvc.errors import MemsvcError
-from memsvc.lifecycle.settings import LifecycleSettings, get_lifecycle_settings
-from memsvc.llm import LLM, LLMCallError, LLMOutputError
+from memsvc.lifecycle.settings import LifecycleSettings
+from memsvc.llm import LLM, LLMCallError, LLMOutputError, get_llm
 from memsvc.models import Job, Tenant
 from memsvc.queue import JobQueue
 
@@ -46,14 +48,10 @@ class RunContext:
     @classmethod
     def default(cls, engine: Engine, queue: JobQueue, settings: LifecycleSettings | None = None,
                 worker: str | None = None) -> RunContext:
-        from memsvc.config import get_settings
-        from memsvc.db import session_factory
-        from memsvc.embeddings import get_embedder
-        from memsvc.llm import get_llm
-
+        """settings: the lifecycle section of the settings tree (default: this process's)."""
         return cls(engine=engine, sessions=session_factory(engine), queue=queue,
                    llm=lambda: get_llm(get_settings().llm_model), embedder=get_embedder,
-                   settings=settings or get_lifecycle_settings(), worker=worker)
+                   settings=settings or get_settings().lifecycle, worker=worker)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
-"""Service-wide lifecycle settings (env `MEMSVC_*`). Per-tenant choices live in the tenant policy
-(memsvc.lifecycle.policy); these are the operator's knobs: batch sizes, schedules, timeouts."""
+"""Service-wide lifecycle settings: the `lifecycle` section of memsvc.config.Settings (env `MEMSVC_<NAME>` or
+`MEMSVC_LIFECYCLE__<NAME>`). Per-tenant choices live in the tenant policy (memsvc.lifecycle.policy); these are
+the operator's knobs: batch sizes, schedules, timeouts."""
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,7 +47,3 @@ class LifecycleSettings(BaseSettings):
     # because every task checks its jobs row first.
     broker_visibility_timeout_s: int = Field(3600, ge=1)
 
-
-@lru_cache(maxsize=1)
-def get_lifecycle_settings() -> LifecycleSettings:
-    return LifecycleSettings()
