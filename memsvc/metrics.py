@@ -112,7 +112,8 @@ def _metrics() -> _Metrics:
                               "Time one job attempt ran, by kind and outcome (succeeded, failed, retry).",
                               ["kind", "outcome"], buckets=_JOB_BUCKETS),
         embed_seconds=Histogram("memsvc_embedding_duration_seconds",
-                                "Time of one embedding call, by operation (store: texts to keep; query: search).",
+                                "Time of one embedding call, by operation (store / query: the dense model; "
+                                "sparse_store / sparse_query: the learned-sparse model).",
                                 ["op"], buckets=_EMBED_BUCKETS),
         embedded_texts=Counter("memsvc_embedded_texts", "Texts embedded, by operation.", ["op"]),
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from memsvc import metrics
 from memsvc.model_loading import model_load_lock
 
 if TYPE_CHECKING:
@@ -164,10 +165,12 @@ class SpladeEncoder:
         if not texts:
             return []
         # A few texts gain nothing from intra-op threads and lose to other requests on the same cores.
-        return self._encode_all(texts, 1 if len(texts) <= 4 else None)
+        with metrics.timed_embedding("sparse_store", len(texts)):
+            return self._encode_all(texts, 1 if len(texts) <= 4 else None)
 
     def encode_query(self, text: str) -> SparseVector:
-        return self._encode_all([text], 1)[0]
+        with metrics.timed_embedding("sparse_query", 1):
+            return self._encode_all([text], 1)[0]
 
 
 @lru_cache(maxsize=2)
