@@ -13,7 +13,10 @@ from typing import Any
 
 from sqlalchemy import text
 
+from memsvc import jobs, migrate, tenancy
 from memsvc.config import Settings
+from memsvc.db import dispose_engines, get_engine, normalize_url, resolve_database_url, session_scope
+from memsvc.embedded import EmbeddedBroker, embedded_postgres
 from memsvc.queue import JobQueue
 from memsvc.supervisor import ChildProcess, Supervisor
 
@@ -25,9 +28,6 @@ _BOOTSTRAP_LOCK = 0x6D656D737663 + 1  # next to memsvc.migrate's lock key ("mems
 def prepare_database(settings: Settings, *, embedded: bool | None = None) -> str:
     """Start/attach the database, apply migrations, make sure an admin key exists (printed once).
     embedded: the database is the embedded one (default: no database_url is configured)."""
-    from memsvc import migrate, tenancy
-    from memsvc.db import get_engine, resolve_database_url, session_scope
-
     url = resolve_database_url(settings)
     migrate.upgrade(url)
     with session_scope(get_engine(url)) as session:
@@ -74,8 +74,6 @@ class Runtime:
         return self
 
     def stop(self) -> None:
-        from memsvc.db import dispose_engines
-
         dispose_engines()
         self.supervisor.stop()
 
@@ -83,14 +81,10 @@ class Runtime:
         return self.start()
 
     def _start(self) -> None:
-        from memsvc.db import normalize_url
-
         embedded = not self.settings.database_url
         if not embedded:
             database_url = normalize_url(self.settings.database_url)
         else:
-            from memsvc.embedded import embedded_postgres
-
             postgres = embedded_postgres(self.settings.state_path)
             self.supervisor.add(postgres, started=True)
             assert postgres.url is not None
@@ -99,8 +93,6 @@ class Runtime:
         prepare_database(self.settings, embedded=embedded)
         redis_url = self.settings.redis_url
         if redis_url is None and self.start_workers:
-            from memsvc.embedded import EmbeddedBroker
-
             broker = EmbeddedBroker(self.settings.state_path)
             self.supervisor.add(broker)
             redis_url = broker.url
@@ -122,9 +114,6 @@ class Runtime:
         duplicate is harmless: each run first checks the job's row and takes its lock)."""
         if self.queue_factory is None or not self.settings.redis_url:
             return
-        from memsvc import jobs
-        from memsvc.db import get_engine, session_scope
-
         queue = self.queue_factory(self.settings.redis_url)
         with session_scope(get_engine(self.settings.database_url)) as session:
             ids = jobs.recover(session, queue, requeue_after_s=0)

@@ -27,10 +27,23 @@ from memsvc.config import get_settings
 from memsvc.db import session_factory
 from memsvc.embeddings import Embedder, get_embedder
 from memsvc.errors import MemsvcError
+from memsvc.idempotency import purge_expired
+from memsvc.lifecycle.consolidate import consolidate, rederive
+from memsvc.lifecycle.decay import fill_builtin_summaries, run_decay
+from memsvc.lifecycle.hooks import schedule_consolidation, schedule_rederive
+from memsvc.lifecycle.scope import ConsolidationScope
 from memsvc.lifecycle.settings import LifecycleSettings
 from memsvc.llm import LLM, LLMCallError, LLMOutputError, get_llm
+from memsvc.memtokens import service as memtokens
+from memsvc.memtokens.local_models import LocalModels
+from memsvc.memtokens.policy import get_policy
 from memsvc.models import Job, Tenant
 from memsvc.queue import JobQueue
+from memsvc.retrieval.fulltext import refresh_text_stats
+from memsvc.retrieval.language import realign
+from memsvc.scoping import MemoryScope
+from memsvc.sparse_backfill import fill_sparse
+from memsvc.sparse_encoder import get_sparse_encoder
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +165,6 @@ def _now(params: dict[str, Any]) -> datetime:
 
 @handler("consolidate")
 def _consolidate(ctx: RunContext, job: JobView) -> dict[str, Any]:
-    from memsvc.lifecycle.consolidate import ConsolidationScope, consolidate
-    from memsvc.lifecycle.hooks import schedule_consolidation
-
     assert job.tenant_id is not None
     scope = ConsolidationScope(job.tenant_id, job.scope.get("user_id"), job.scope.get("agent_id"),
                                job.scope.get("session_id"))
@@ -174,9 +184,6 @@ def _consolidate(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
 @handler("decay")
 def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
-    from memsvc.lifecycle.decay import fill_builtin_summaries, run_decay
-    from memsvc.lifecycle.hooks import schedule_rederive
-
     assert job.tenant_id is not None
     tenant_id = job.tenant_id
     report = run_decay(ctx.sessions, tenant_id, _now(job.params), llm=ctx.llm(), settings=ctx.settings,
@@ -193,9 +200,6 @@ def _decay(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
 def _purge_idempotency(ctx: RunContext, tenant_id: uuid.UUID) -> int:
     """Stored Idempotency-Key responses past MEMSVC_IDEMPOTENCY_TTL_SECONDS (lookups already ignore them)."""
-    from memsvc.config import get_settings
-    from memsvc.idempotency import purge_expired
-
     with ctx.sessions() as session, session.begin():
         return purge_expired(session, tenant_id, get_settings().idempotency_ttl_seconds)
 
@@ -203,9 +207,6 @@ def _purge_idempotency(ctx: RunContext, tenant_id: uuid.UUID) -> int:
 def _fill_sparse(ctx: RunContext, tenant_id: uuid.UUID, *, max_rows: int | None = None, reencode: bool = False,
                  job_id: uuid.UUID | None = None) -> dict[str, Any]:
     """Learned-sparse vectors for memories without one (memsvc.sparse_backfill); nothing when the channel is off."""
-    from memsvc.sparse_backfill import fill_sparse
-    from memsvc.sparse_encoder import get_sparse_encoder
-
     encoder = get_sparse_encoder()
     if encoder is None:
         return {"sparse_encoded": 0}
@@ -227,9 +228,6 @@ def _sparse_backfill(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
 
 def _reindex_fulltext(ctx: RunContext, tenant_id: uuid.UUID) -> dict[str, Any]:
-    from memsvc.retrieval.fulltext import refresh_text_stats
-    from memsvc.retrieval.language import realign
-
     with ctx.sessions() as session, session.begin():
         reparsed = realign(session, tenant_id)
     with ctx.sessions() as session, session.begin():
@@ -247,8 +245,6 @@ def _reindex(ctx: RunContext, job: JobView) -> dict[str, Any]:
 
 @handler("rederive")
 def _rederive(ctx: RunContext, job: JobView) -> dict[str, Any]:
-    from memsvc.lifecycle.consolidate import rederive
-
     assert job.tenant_id is not None
     ids = [uuid.UUID(i) for i in job.params.get("ids", [])]
     return rederive(ctx.sessions, job.tenant_id, ids, llm=ctx.llm(), embedder=ctx.embedder()).as_dict()
@@ -257,12 +253,6 @@ def _rederive(ctx: RunContext, job: JobView) -> dict[str, Any]:
 @handler("train_memory_tokens")
 def _train_memory_tokens(ctx: RunContext, job: JobView) -> dict[str, Any]:
     """Memory tokens for the memories the request selected (memsvc.memtokens.service)."""
-    from memsvc.config import get_settings
-    from memsvc.memtokens import service
-    from memsvc.memtokens.local_models import LocalModels
-    from memsvc.memtokens.policy import get_policy
-    from memsvc.scoping import MemoryScope
-
     assert job.tenant_id is not None
     with ctx.sessions() as session:
         policy = get_policy(session, job.tenant_id)
@@ -270,37 +260,31 @@ def _train_memory_tokens(ctx: RunContext, job: JobView) -> dict[str, Any]:
     spec = LocalModels.from_config(settings.local_models).get(job.params.get("model") or policy.model)
     restriction = job.params.get("restriction") or {}
     scope = MemoryScope(job.tenant_id, _tuple(restriction.get("user_ids")), _tuple(restriction.get("agent_ids")))
-    selection = service.Selection.from_params({**job.scope, **job.params})
+    selection = memtokens.Selection.from_params({**job.scope, **job.params})
 
     def progress(done: dict[str, Any]) -> None:
         with ctx.sessions() as session, session.begin():
             jobs.merge_result(session, job.id, done)
 
-    report = service.train(ctx.sessions, scope, selection, policy, spec, expected=job.params.get("model_id"),
+    report = memtokens.train(ctx.sessions, scope, selection, policy, spec, expected=job.params.get("model_id"),
                            batch_size=settings.memtokens_batch_size, per_job=settings.memtokens_per_job,
                            progress=progress)
     if report.remaining:  # the rest in a job of its own: other kinds of job get the worker in between
         with ctx.sessions() as session, session.begin():
-            report.next_job = str(service.schedule(session, ctx.queue, scope, selection, spec).id)
+            report.next_job = str(memtokens.schedule(session, ctx.queue, scope, selection, spec).id)
     return report.as_dict()
 
 
 def _schedule_memory_tokens(ctx: RunContext, tenant_id: uuid.UUID) -> dict[str, Any]:
     """With the tenant's memory-token policy enabled, a training job for what qualifies and has no set yet
     (the job skips what is trained; a job still queued is not doubled)."""
-    from memsvc.config import get_settings
-    from memsvc.memtokens import service
-    from memsvc.memtokens.local_models import LocalModels
-    from memsvc.memtokens.policy import get_policy
-    from memsvc.scoping import MemoryScope
-
     with ctx.sessions() as session, session.begin():
         policy = get_policy(session, tenant_id)
         if not policy.enabled:
             return {}
         try:
             spec = LocalModels.from_config(get_settings().local_models).get(policy.model)
-            job = service.schedule(session, ctx.queue, MemoryScope(tenant_id), service.Selection(), spec)
+            job = memtokens.schedule(session, ctx.queue, MemoryScope(tenant_id), memtokens.Selection(), spec)
         except MemsvcError as exc:  # the policy's model is not served here (any more): say so, decay goes on
             return {"memory_tokens_not_scheduled": exc.message}
     return {"memory_tokens_job": str(job.id)}
