@@ -1,4 +1,9 @@
-"""`memsvc` command line: serve, worker, beat, migrate, keys, bench, mcp."""
+"""`memsvc` command line: serve, worker, beat, migrate, keys, bench, mcp.
+
+The composition root: it reads the settings tree once (memsvc.config) and builds from it what each command runs,
+the job queue, the API app (api/), the worker and beat (workers/); the one module of memsvc allowed to import
+those shells (pyproject.toml, [tool.importlinter]). Commands import what they need when they run, so `memsvc
+--help`, `--version` or `keys` do not load the web stack, Celery or the models."""
 
 from __future__ import annotations
 
@@ -76,14 +81,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # the handler it found. The default one would end the process right there, before the runtime stops the
     # workers and the embedded database; this one unwinds it, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    runtime = Runtime(settings, start_workers=start_workers, queue_factory=_celery_queue)
+    runtime = Runtime(settings, start_workers=start_workers, queue_factory=lambda url: _celery_queue(settings, url))
     with _preparing(settings):
         runtime.start()
     try:
         from api.app import create_app
 
         redis_url = runtime.settings.redis_url
-        app = create_app(runtime.settings, queue=_celery_queue(redis_url) if redis_url else None)
+        app = create_app(runtime.settings, queue=_celery_queue(settings, redis_url) if redis_url else None)
         app.state.components = runtime.components  # /readyz reports what the supervisor watches
         print(f"memsvc listening on http://{host}:{port}  (docs at /docs, dashboard at /dashboard)", flush=True)
         # log_config=None: uvicorn's records go through memsvc's handler (memsvc.logformat) with the levels set
@@ -120,10 +125,11 @@ def _preparing(settings: Settings) -> Iterator[None]:
         ) from None
 
 
-def _celery_queue(broker_url: str) -> JobQueue:
+def _celery_queue(settings: Settings, broker_url: str) -> JobQueue:
+    """The job queue of this deployment: the broker at broker_url, the Celery queue its workers consume."""
     from workers.queue import CeleryJobQueue
 
-    return CeleryJobQueue(broker_url)
+    return CeleryJobQueue(broker_url, settings.lifecycle.celery_queue)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
