@@ -96,8 +96,10 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
-def dispose_engines() -> None:
+def dispose_engines(*, close: bool = True) -> None:
+    """Forget every engine of this process. close=False: in a forked child, whose pooled connections are the
+    parent's sockets, drop them without closing them under the parent."""
     with _lock:
         for engine in _engines.values():
-            engine.dispose()
+            engine.dispose(close=close)
         _engines.clear()

@@ -9,6 +9,8 @@ from typing import Any
 from celery import signals
 
 from memsvc.config import Settings, get_settings
+from memsvc.db import dispose_engines
+from memsvc.logformat import configure_logging
 from workers.config import make_celery
 from workers.context import recover_now
 
@@ -21,20 +23,13 @@ celery_app = make_celery()
 @signals.worker_process_init.connect
 def _fresh_connections_in_child(**_: Any) -> None:
     # A forked pool process must not share the parent's database sockets.
-    from memsvc import db
-
-    with db._lock:
-        for engine in db._engines.values():
-            engine.dispose(close=False)
-        db._engines.clear()
+    dispose_engines(close=False)
 
 
 @signals.setup_logging.connect
 def _log_like_every_memsvc_process(**_: Any) -> None:
     """A receiver here keeps Celery from configuring logging itself: its records go through memsvc's handler
     (text or JSON, redacted; memsvc.logformat) like the API's."""
-    from memsvc.logformat import configure_logging
-
     configure_logging(get_settings())
 
 
