@@ -11,7 +11,8 @@ database that grows:
 Memories are generated (in sessions of 25, so the neighbour step has work), not embedded one by one:
 their texts draw words from a Zipf-distributed
 vocabulary (so full text sees common and rare terms) and their vectors are MiniLM embeddings of 2,048
-generated texts plus noise, written with COPY (binary) and indexed afterwards (HNSW and GIN, as the
+generated texts plus noise, and, when the learned-sparse model is installed (it is on in the default recipe),
+the SPLADE terms of the same pooled text, written with COPY (binary) and indexed afterwards (HNSW and GIN, as the
 migrations define them), then the queried tenant's full-text statistics are counted (as the periodic
 maintenance job does; a state built before they existed gets them on its next run). Queries go through
 the API as a client would send them, each one new, so every timing includes embedding the query. Timings
@@ -76,19 +77,29 @@ class Corpus:
         return f"What did {self.rng.choice(self.names)} say about {body}?"
 
 
-def pooled_vectors(corpus: Corpus, embed: Any) -> tuple[list[str], np.ndarray]:
+Pool = tuple[list[str], np.ndarray, list[Any] | None]
+
+
+def pooled_vectors(corpus: Corpus, embed: Any, sparse: Any) -> Pool:
+    """POOL texts, their dense vectors and (with a sparse encoder) their SPLADE vectors as pgvector values."""
     texts = [corpus.text() for _ in range(POOL)]
-    return texts, np.asarray(embed(texts), dtype=np.float32)
+    if sparse is None:
+        return texts, np.asarray(embed(texts), dtype=np.float32), None
+    from memsvc.sparse_encoder import sparsevec
+
+    terms = [sparsevec(t, sparse.dim) for t in sparse.encode(texts)]
+    return texts, np.asarray(embed(texts), dtype=np.float32), terms
 
 
-def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: tuple[list[str], np.ndarray]) -> None:
-    """COPY n generated memories into a tenant (binary; vectors = pooled embedding + noise, normalised)."""
+def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: Pool, sparse_model: str | None) -> None:
+    """COPY n generated memories into a tenant (binary; vectors = pooled embedding + noise, normalised; the
+    pooled text's SPLADE terms when there are some)."""
     import hashlib
 
     import psycopg
     from pgvector.psycopg import register_vector
 
-    texts, vecs = pool
+    texts, vecs, terms = pool
     libpq = url.replace("postgresql+psycopg://", "postgresql://")
     start = datetime(2024, 1, 1, tzinfo=UTC)
     rng = np.random.default_rng(n)
@@ -96,10 +107,10 @@ def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: 
         register_vector(conn)
         with conn.cursor() as cur, cur.copy(
             "COPY memories (id, tenant_id, content, content_hash, embedding, occurred_at, valid_from, user_id, "
-            "session_id) FROM STDIN WITH (FORMAT BINARY)"
+            "session_id, sparse_embedding, sparse_model) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["uuid", "uuid", "text", "varchar", "vector", "timestamptz", "timestamptz", "varchar",
-                            "varchar"])
+                            "varchar", "sparsevec", "varchar"])
             for i in range(n):
                 j = int(rng.integers(0, POOL))
                 v = vecs[j] + rng.normal(0, 0.04, size=vecs.shape[1]).astype(np.float32)
@@ -107,7 +118,8 @@ def copy_memories(url: str, tenant_id: uuid.UUID, n: int, corpus: Corpus, pool: 
                 content = f"{texts[j][:-1]} {corpus.text()}"
                 when = start + timedelta(minutes=i)
                 copy.write_row((uuid.uuid4(), tenant_id, content, hashlib.sha256(content.encode()).hexdigest(), v,
-                                when, when, f"user{i % 50}", f"{tenant_id.hex[:8]}-s{i // 25}"))
+                                when, when, f"user{i % 50}", f"{tenant_id.hex[:8]}-s{i // 25}",
+                                None if terms is None else terms[j], None if terms is None else sparse_model))
         conn.commit()
 
 
@@ -123,6 +135,8 @@ def reindex(url: str) -> float:
         # Same definition as migrations/versions/0001_initial.py.
         conn.execute("CREATE INDEX ix_memories_embedding ON memories USING hnsw (embedding vector_cosine_ops) "
                      "WITH (m = 16, ef_construction = 64)")
+        # As migrations/versions/0010_learned_sparse.py defines it.
+        conn.execute("CREATE INDEX ix_memories_sparse_hnsw ON memories USING hnsw (sparse_embedding sparsevec_ip_ops)")
         conn.execute("VACUUM ANALYZE memories")
     return time.perf_counter() - t
 
@@ -160,7 +174,8 @@ def prewarm(url: str) -> float:
     t = time.perf_counter()
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
-        for relation in ("ix_memories_embedding", "memories", "ix_memories_tsv", "ix_memories_tsv_len"):
+        for relation in ("ix_memories_embedding", "ix_memories_sparse_hnsw", "memories", "ix_memories_tsv",
+                         "ix_memories_tsv_len"):
             if conn.execute("SELECT to_regclass(%s)", (relation,)).fetchone()[0] is not None:  # type: ignore[index]
                 conn.execute("SELECT pg_prewarm(%s)", (relation,))
         # The stored vectors (TOAST, 1.5 GB at 1M) do not fit beside those in 4GB of buffers: into the OS
@@ -174,6 +189,7 @@ def drop_vector_index(url: str) -> None:
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute("DROP INDEX IF EXISTS ix_memories_embedding")
+        conn.execute("DROP INDEX IF EXISTS ix_memories_sparse_hnsw")
 
 
 def measure(client: Any, path: str, bodies: list[dict[str, Any]]) -> tuple[list[float], dict[str, float]]:
@@ -210,14 +226,17 @@ def main() -> None:
     from harness import bench_database_url, percentiles, print_table, running_server
 
     from memsvc import migrate, tenancy
+    from memsvc.config import get_settings
     from memsvc.db import get_engine, session_factory, session_scope
     from memsvc.embeddings import get_embedder
     from memsvc.lifecycle.decay import fill_builtin_summaries
     from memsvc.models import Tenant, TextStats
     from memsvc.retrieval.fulltext import refresh_text_stats
+    from memsvc.sparse_encoder import encoder_for
 
     levels = [lv for lv in args.levels.split(",") if lv]
-    results: dict[str, Any] = {"levels": {}, "note": "stored vectors generated (pooled MiniLM + noise), COPY"}
+    results: dict[str, Any] = {"levels": {},
+                               "note": "stored vectors generated (pooled MiniLM + noise, pooled SPLADE), COPY"}
     with tempfile.TemporaryDirectory(prefix="memsvc-latency-") as tmp, \
             bench_database_url(Path(args.state_dir) if args.state_dir else Path(tmp)) as url:
         state = Path(args.state_dir) if args.state_dir else Path(tmp)
@@ -228,7 +247,9 @@ def main() -> None:
         engine = get_engine(url)
         corpus = Corpus()
         embedder = get_embedder()
-        pool = pooled_vectors(corpus, embedder.embed)
+        sparse = encoder_for(get_settings())
+        pool = pooled_vectors(corpus, embedder.embed, sparse)
+        results["sparse_model"] = None if sparse is None else sparse.name
         os.environ["MEMSVC_DATABASE_URL"] = url
         rows = []
         for level in levels:
@@ -246,7 +267,7 @@ def main() -> None:
             if fresh:
                 t = time.perf_counter()
                 drop_vector_index(url)
-                copy_memories(url, tenant_id, n, corpus, pool)
+                copy_memories(url, tenant_id, n, corpus, pool, None if sparse is None else sparse.name)
                 copy_s = time.perf_counter() - t
                 index_s = reindex(url)
                 print(f"{level}: copied {n} memories in {copy_s:.0f} s, indexed in {index_s:.0f} s", flush=True)
