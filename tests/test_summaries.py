@@ -191,6 +191,31 @@ def test_a_colon_statement_is_one_statement(prefix: str, thing: str, name: str, 
     assert faithful_summary(text) is None
 
 
+_OTHERS = ("Alice repaired the garden fence on Saturday and painted it green. Carol will present the quarterly "
+           "report on Friday in Berlin. Dana adopted a ginger cat named Biscuit from the shelter.")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["Today Bob said: ", "Bob told the assistant again: ", "Иван сказал: ", "Well-known issue: "]),
+       st.lists(_sentence, min_size=4, max_size=8))
+def test_a_lead_in_keeps_the_statement_it_introduces(lead: str, sentences: list[str]) -> None:
+    # A long text loses statements, but never the one a clause before a colon introduces: "Today Bob said:"
+    # glued to another sentence says Bob said it (issue 14's bad cases, written as a longer note).
+    summary = faithful_summary(lead + " ".join(sentences))
+    assert summary is None or summary.startswith(lead + sentences[0]), summary
+
+
+def test_a_lead_in_clause_and_a_label() -> None:
+    text = f"Today Bob said: Bob is planning a trip. {_OTHERS}"
+    assert faithful_summary(text) == ("Today Bob said: Bob is planning a trip. Alice repaired the garden fence on "
+                                      "Saturday and painted it green. Dana adopted a ginger cat named Biscuit from the "
+                                      "shelter.")
+    # A label of the whole turn (a speaker, "Error:") keeps the statements that say the most, as before.
+    assert faithful_summary(f"[9 June 2023] Caroline: Bob is planning a trip. {_OTHERS}") == (
+        "[9 June 2023] Caroline: Alice repaired the garden fence on Saturday and painted it green. Dana adopted a "
+        "ginger cat named Biscuit from the shelter.")
+
+
 def test_a_content_prefix_is_structure_not_a_speaker() -> None:
     body = "Hey Mel! Haha, thanks so much! Bob hates cilantro and eats no curry. That's so cool!"
     for prefix in ("Error:", "Note:", "TODO:", "Assistant:", "Caroline:", "[8 May 2023] Caroline:"):

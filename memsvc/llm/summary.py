@@ -12,8 +12,9 @@ sentence cut at "St.". The rules now:
   ellipsis, and is not inside quotes or brackets. Dots inside a token (3.5, v1.2.3, a URL, a path, an
   email) are never followed by space, so they never end anything.
 - A short lead-in ending in a colon ("[8 May 2023] Caroline:", "Error:", "Bob told me:") is kept with
-  whatever is kept after it: it is structure, not a speaker, and it is never kept alone. A unit that
-  ends in a colon is glued to the next one.
+  whatever is kept after it: it is structure, not a speaker, and it is never kept alone. A lead-in that
+  is a clause ("Today Bob said:") also keeps the statement it introduces, so a long text never reads
+  "Today Bob said: <another sentence>". A unit that ends in a colon is glued to the next one.
 - A unit is filler when every word of it is packaging (greetings, thanks, interjections, "That's so
   cool!", in a few languages) give or take a name being addressed ("Hey Mel!"). Filler is dropped
   whole. A text of up to three statements keeps all of them; a longer one drops, one at a time, the
@@ -239,6 +240,13 @@ def _head(first: Unit) -> int:
     return 0
 
 
+def _introduces(head: str) -> bool:
+    """Whether a lead-in is a clause that introduces the statement after it ("Today Bob said:", "Bob told me:",
+    "Иван сказал:": a word in lower case) rather than a label of the whole text ("[8 May 2023] Caroline:",
+    "Error:", "Dr. Kim:": capitalised words, or a script without case)."""
+    return any(w[:1].islower() for w in re.sub(r"^\[[^\]]*\]", "", head).split())
+
+
 def words_of(text: str) -> list[str]:
     return [w.replace("’", "'") for w in _WORD.findall(text)]
 
@@ -356,10 +364,12 @@ def faithful_summary(text: str) -> str | None:
     kept = statements
     if len(statements) >= LONG_TEXT_STATEMENTS and len(joined(kept)) > limit:
         # Drop the statements that add the fewest new words, one at a time, only until the rest is
-        # materially shorter: a summary loses as little as it can.
+        # materially shorter: a summary loses as little as it can. The statement a lead-in introduces stays
+        # with it: "Today Bob said: Bob is planning a trip. Alice ..." never becomes "Today Bob said: Alice ...".
         order = [statements[k] for k in _ranked([bodies[i] for i in statements])]
+        pinned = statements[0] if head and _introduces(text[head[0]:head[1]]) else None
         while len(order) > 1 and len(joined(sorted(order))) > limit:
-            order.pop()
+            order.pop(max(k for k, i in enumerate(order) if i != pinned))
         kept = sorted(order)
     if len(kept) == len(groups):
         return None  # nothing to leave out: the text is its own summary
