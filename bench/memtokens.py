@@ -124,8 +124,10 @@ def log(msg: str) -> None:
 
 
 def reconstruction(model: Any, settings: Any, lengths: list[int], ks: list[int], per_cell: int,
-                   seed: int) -> list[dict[str, Any]]:
-    """One trainer call per length, all its ks mixed in one batch (same length: no padding between them)."""
+                   seed: int, after_length: Callable[[list[dict[str, Any]]], None] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """One trainer call per length, all its ks mixed in one batch (same length: no padding between them).
+    `after_length(rows so far)` runs as each length finishes: a run stopped at a time limit keeps them."""
     from memsvc.memtokens.trainer import train_memory_tokens
 
     rows = []
@@ -150,6 +152,8 @@ def reconstruction(model: Any, settings: Any, lengths: list[int], ks: list[int],
                          "failures": [r.decoded for r in cell if not r.verified][:2]})
             log(f"{length} tokens x {k}: {n_exact}/{len(cell)} exact")
         log(f"{length} tokens: {len(results)} memories in {wall:.0f} s ({wall / len(results):.2f} s each)")
+        if after_length is not None:
+            after_length(rows)
     return rows
 
 
@@ -252,13 +256,17 @@ def main() -> None:
 
         device += f" ({torch.cuda.get_device_name(model.device)})"
     log(f"loaded {model.identity.model_id} on {device} in {time.perf_counter() - t0:.0f} s")
+    report: dict[str, Any] = {"rows": [], "settings": dataclasses.asdict(settings), "device": device,
+                              "model": model.identity.model_id}
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        report["rows"] = rows
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+
     rows = reconstruction(model, settings, [int(x) for x in args.lengths.split(",") if x],
-                          [int(x) for x in args.ks.split(",") if x], args.per_cell, args.seed)
+                          [int(x) for x in args.ks.split(",") if x], args.per_cell, args.seed, after_length=save)
     print(table(model.identity.model_id, device, settings, rows), flush=True)
-    report = {"rows": rows, "settings": dataclasses.asdict(settings), "device": device,
-              "model": model.identity.model_id}
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
     if args.reading:
         report["reading"] = reading(model, settings, args.reading, args.reading_k, args.seed)
         print("\n" + reading_table(report["reading"]), flush=True)
