@@ -91,7 +91,13 @@ def _allowed_methods(request: Request, named: str) -> str:
     GET and POST /v1/memories are two routes: the methods come from the OpenAPI document's paths as well."""
     methods = {m.strip().upper() for m in named.split(",") if m.strip()}
     for template, operations in request.app.openapi().get("paths", {}).items():
-        if compile_path(template)[0].match(request.url.path):
+        # A path parameter documented as a UUID matches only one: /v1/memories/batch is not /v1/memories/{id}.
+        uuids = {p["name"] for op in operations.values() for p in op.get("parameters", [])
+                 if p.get("in") == "path" and p.get("schema", {}).get("format") == "uuid"}
+        typed = template
+        for name in uuids:
+            typed = typed.replace(f"{{{name}}}", f"{{{name}:uuid}}")
+        if compile_path(typed)[0].match(request.url.path):
             methods |= {m.upper() for m in operations}
     if "GET" in methods:
         methods.add("HEAD")
@@ -123,6 +129,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return family_error(request.url.path, 400, "invalid_json", "the request body is not valid JSON",
                                 details=_describe(errors)[1])
         message, details = _describe(errors)
+        loc = tuple(errors[0].get("loc", ())) if errors else ()
+        if loc[:2] == ("body", "items") and len(loc) > 2 and isinstance(loc[2], int):
+            # A batch names the item, as the store's own checks do (all or nothing: nothing was stored).
+            where = ".".join(str(p) for p in loc[3:]) or "item"
+            return family_error(request.url.path, 422, "invalid_input",
+                                f"item {loc[2]}: {where}: {errors[0].get('msg', '')}; nothing was stored",
+                                details={"index": loc[2], "errors": details})
         return family_error(request.url.path, 422, "invalid_input", message, details=details)
 
     @app.exception_handler(StarletteHTTPException)

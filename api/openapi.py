@@ -8,12 +8,16 @@ family (api.errors.family_error): memsvc's {"error": {"code", "message", "detail
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import OPENAI_SHAPED
+from memsvc.chat_params import OpenAIParams
+from memsvc.schemas import METADATA_VALUE
+from memsvc.validation import FLOAT32_MAX
 
 SECURITY_SCHEME = "apiKey"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without a key (/metrics, docs: not in the document)
@@ -89,6 +93,15 @@ def errors(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any
     return out
 
 
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for a route that reads its body itself (a policy checked field by field): the model's
+    schema as the request body's, so the document says which fields there are."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    if schema.pop("$defs", None):
+        raise ValueError(f"{model.__name__}: nested models would need their own components")
+    return {"requestBody": {"content": {"application/json": {"schema": schema}}}}
+
+
 def _components(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -96,6 +109,9 @@ def _components(schema: dict[str, Any]) -> None:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(body.pop("$defs", {}))
         schemas[model.__name__] = body
+    # What the chat route's OpenAI parameters and memories' metadata refer to.
+    schemas.update(OpenAIParams.model_json_schema(ref_template="#/components/schemas/{model}").get("$defs", {}))
+    schemas["MetadataValue"] = METADATA_VALUE
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body, which this server never sends
         schemas.pop(unused, None)
     components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
@@ -104,9 +120,82 @@ def _components(schema: dict[str, Any]) -> None:
     }
 
 
-def document(schema: dict[str, Any]) -> dict[str, Any]:
-    """Add the shared errors and the security requirement to every operation of FastAPI's document."""
+def _strings(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    """The string schemas of a property (itself, or its anyOf variants: `str | None`)."""
+    return [v for v in (prop.get("anyOf") or [prop]) if v.get("type") == "string"]
+
+
+def _object_schemas(schema: dict[str, Any], components: dict[str, Any], seen: set[int]) -> list[dict[str, Any]]:
+    """Every object schema reachable from a request body (through $ref, anyOf, items, properties)."""
+    if "$ref" in schema:
+        schema = components.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    if id(schema) in seen:
+        return []
+    seen.add(id(schema))
+    found = [schema] if "properties" in schema else []
+    children = [*schema.get("anyOf", []), *schema.get("allOf", []), *schema.get("properties", {}).values()]
+    if isinstance(schema.get("items"), dict):
+        children.append(schema["items"])
+    for child in children:
+        found += _object_schemas(child, components, seen)
+    return found
+
+
+def _glob_regex(glob: str) -> str:
+    """An fnmatch pattern (the chat allow-list's) as a regular expression for the document."""
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
+
+
+def _deployment(schema: dict[str, Any], app: FastAPI) -> None:
+    """What this deployment accepts where a static type cannot know it: its size limits and embedding dimension,
+    its recipes, and the local models it serves (for memory tokens). The document then says exactly what the
+    server takes."""
+    settings = app.state.settings
+    retrieval = app.state.retrieval
+    recipes = sorted(r.name for r in retrieval.recipes)
+    local = retrieval.local_models
+    local_names = sorted({*local.public_names, *local.specs})
+    components = schema["components"]["schemas"]
+    for path, item in schema.get("paths", {}).items():
+        memory_tokens = "tokens" in path or path.endswith("/memory-tokens")
+        for operation in item.values():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            for obj in _object_schemas(body or {}, components, set()):
+                props = obj["properties"]
+                for variant in _strings(props.get("recipe", {})):
+                    variant["enum"] = recipes
+                if memory_tokens:
+                    for variant in _strings(props.get("model", {})):
+                        variant["enum"] = local_names
+    for name in ("MemoryCreate", "MemoryUpdate"):
+        props = components.get(name, {}).get("properties", {})
+        for variant in _strings(props.get("content", {})):
+            variant["maxLength"] = settings.max_content_chars
+        for variant in props.get("embedding", {}).get("anyOf", []):
+            if variant.get("type") == "array":
+                variant["minItems"] = variant["maxItems"] = settings.embedding_dim
+                variant["items"] = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+        if name == "MemoryCreate" and "embedding" in props:  # a new memory's [] counts as none (embed the text)
+            props["embedding"]["anyOf"].append({"type": "array", "maxItems": 0})
+    chat = schema.get("paths", {}).get("/v1/chat/completions", {}).get("post")
+    if chat is not None:  # the models and bases the operator allows (memsvc.chat_policy); local/ models aside
+        props = chat["requestBody"]["content"]["application/json"]["schema"]["properties"]
+        props["model"]["pattern"] = "^(?:" + "|".join(_glob_regex(g) for g in settings.chat_models) + ")$"
+        if settings.chat_api_bases:
+            props["api_base"]["enum"] = list(settings.chat_api_bases)
+        else:
+            props["api_base"] = {"not": {}, "description": "No api_base is allowed here (MEMSVC_CHAT_API_BASES)."}
+    batch = components.get("BatchCreate", {}).get("properties", {}).get("items")
+    if batch is not None:
+        batch["maxItems"] = settings.max_batch_items
+
+
+def document(schema: dict[str, Any], app: FastAPI | None = None) -> dict[str, Any]:
+    """Add the shared errors and the security requirement to every operation of FastAPI's document, and (given
+    the app) what its deployment accepts."""
     _components(schema)
+    if app is not None:
+        _deployment(schema, app)
     for path, item in schema.get("paths", {}).items():
         openai = path.startswith(OPENAI_SHAPED)
         for operation in item.values():
@@ -138,7 +227,7 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document(build())
+            app.openapi_schema = document(build(), app)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from memsvc import chat_policy
+from memsvc import chat_params, chat_policy
 from memsvc.embeddings import Embedder
 from memsvc.errors import MemsvcError
 from memsvc.memtokens import store as memtoken_store
@@ -37,12 +37,7 @@ from memsvc.validation import check_text, parse_json
 ChatBackend = Callable[..., Any]  # litellm.completion's signature: (model=, messages=, stream=, **params)
 
 # OpenAI request fields passed to the model unchanged. Anything else is refused, as OpenAI does.
-PASSTHROUGH = frozenset({
-    "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",
-    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
-    "parallel_tool_calls", "response_format", "stream_options", "metadata", "reasoning_effort", "modalities",
-    "prediction", "service_tier", "store", "functions", "function_call",
-})
+PASSTHROUGH = chat_params.PASSTHROUGH
 # Where the model is: refused unless the operator lists the base (memsvc.chat_policy).
 ROUTING = frozenset({"api_base"})
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -161,6 +156,9 @@ def parse_request(body: bytes) -> ChatRequest:
     if unknown:
         raise ChatError(400, f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
                         code="unknown_parameter")
+    wrong = chat_params.problem({k: v for k, v in (parsed.model_extra or {}).items() if k in PASSTHROUGH})
+    if wrong is not None:
+        raise ChatError(400, f"Invalid '{wrong[0]}': {wrong[1]}.", param=wrong[0], code="invalid_value")
     api_base = (parsed.model_extra or {}).get("api_base")
     if api_base is not None and not (isinstance(api_base, str) and 0 < len(api_base) <= 2000):
         raise ChatError(400, "Invalid 'api_base': expected a URL string.", param="api_base", code="invalid_value")
@@ -284,6 +282,11 @@ def model_error(exc: Exception, model: str) -> ChatError:
     if status in (400, 404, 422) or "LLM Provider NOT provided" in text:
         return ChatError(400, f"The model `{model}` could not be used: {text}", param="model",
                          code="model_not_found" if status in (404, None) or "Provider" in text else "invalid_value")
+    if status is None and isinstance(exc, TypeError | ValueError | AttributeError | KeyError):
+        # Raised while litellm builds the call, before any network: OpenAI's parameters go to it as sent, so
+        # this is a parameter of the request it could not use (e.g. "max_tokens": {}), not the upstream failing.
+        return ChatError(400, f"The model `{model}` could not be called with these parameters: {text}",
+                         code="invalid_value")
     if status == 429:
         return ChatError(429, f"The model provider is rate limiting: {text}", type="rate_limit_error",
                          code="rate_limit_exceeded", headers={"Retry-After": "1"})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 from pydantic_core import PydanticCustomError
 
 from memsvc.validation import text_problem
@@ -23,44 +24,110 @@ def _storable(value: str) -> str:
     return value
 
 
+def _iso_time(value: Any) -> Any:
+    # pydantic reads a number as seconds since 1970; the document says an ISO 8601 string (a number is a mistake)
+    if isinstance(value, int | float):
+        raise PydanticCustomError("datetime_type", "must be an ISO 8601 date-time string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be empty or whitespace")
+    return value
+
+
+# What the OpenAPI document says of these strings, as JSON Schema patterns (ECMA and Python regex alike), so a
+# client (or a fuzzer) knows in advance what the validators below refuse. _SPACE: what str.strip() removes.
+NO_NUL = r"^[^\u0000]*$"
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[^\u0000]*[^\u0000{_SPACE}][^\u0000]*$"
+
 # A string of a request that is stored or compared in Postgres: a NUL or an unpaired surrogate is a 422 naming
 # the field, for every model that uses it (rather than a 500 from the database).
-Text = Annotated[str, AfterValidator(_storable)]
-ScopeId = Text  # user/agent/session identifiers are free-form strings chosen by the caller
+Text = Annotated[str, AfterValidator(_storable), Field(json_schema_extra={"pattern": NO_NUL})]
+# ...and one that must say something: user/agent/session ids (free-form, chosen by the caller), tags, content.
+Word = Annotated[str, AfterValidator(_storable), AfterValidator(_not_blank),
+                 Field(json_schema_extra={"pattern": NOT_BLANK})]
+ScopeId = Annotated[Word, Field(min_length=1, max_length=200)]
+Tag = Annotated[Word, Field(max_length=100)]
+# Request times and ids arrive as JSON strings; the request models are otherwise strict (no "5" for 5, no 0 for
+# false: what the document says is what is accepted).
+Timestamp = Annotated[datetime, Strict(False), BeforeValidator(_iso_time)]
+RequestId = Annotated[uuid.UUID, Strict(False)]
 
-_ID = Field(default=None, min_length=1, max_length=200)
+# Any JSON object; the store refuses (memsvc.validation.check_json) NUL in keys or strings, numbers that are not
+# finite (JSON has none) and nesting deeper than 64 levels. The document states it with a recursive schema,
+# MetadataValue (api.openapi registers it among the components).
+_VALUE_REF = {"$ref": "#/components/schemas/MetadataValue"}
+METADATA_VALUE: dict[str, Any] = {"anyOf": [
+    {"type": "string", "pattern": NO_NUL}, {"type": "number"}, {"type": "boolean"}, {"type": "null"},
+    {"type": "array", "items": _VALUE_REF},
+    {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _VALUE_REF},
+]}
+_METADATA: dict[str, Any] = {"propertyNames": {"pattern": NO_NUL}, "additionalProperties": _VALUE_REF}
 
 
-class MemoryCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _takes_int(annotation: Any) -> bool:
+    return annotation is int or int in get_args(annotation)
 
-    content: str = Field(description="The text to remember. Non-empty, at most MEMSVC_MAX_CONTENT_CHARS.")
+
+def json_numbers(model: type[BaseModel], data: Any) -> Any:
+    """JSON has one kind of number: 2.0 is the integer 2 (JSON Schema says so too), which strict validation
+    would refuse for an int field. Such values of `model`'s int fields become ints; anything else is left."""
+    if not isinstance(data, Mapping):
+        return data
+    fields = model.model_fields
+    return {k: int(v) if isinstance(v, float) and v.is_integer() and k in fields and _takes_int(fields[k].annotation)
+            else v for k, v in data.items()}
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_numbers(cls, data: Any) -> Any:
+        return json_numbers(cls, data)
+
+
+class MemoryCreate(RequestModel):
+    content: Word = Field(description="The text to remember. Non-empty, at most MEMSVC_MAX_CONTENT_CHARS.")
     kind: Kind = "episodic"
-    user_id: ScopeId | None = _ID
-    agent_id: ScopeId | None = _ID
-    session_id: ScopeId | None = _ID
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
+    session_id: ScopeId | None = None
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
-    occurred_at: datetime | None = Field(default=None, description="When it happened; defaults to now.")
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    occurred_at: Timestamp | None = Field(default=None, description="When it happened; defaults to now.")
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, json_schema_extra=_METADATA)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     embedding: list[float] | None = Field(
         default=None, description="Optional precomputed embedding; must match the server's dimension."
     )
 
 
-class MemoryUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    # A field of a partial update that may be left out but not sent as null has no default to document.
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None and "anyOf" not in prop:
+            del prop["default"]
 
-    content: str | None = None
-    kind: Kind | None = None
-    importance: float | None = Field(default=None, ge=0.0, le=1.0)
-    occurred_at: datetime | None = None
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    metadata: dict[str, Any] | None = None
-    tags: list[str] | None = Field(default=None, max_length=50)
+
+class MemoryUpdate(RequestModel):
+    model_config = ConfigDict(json_schema_extra=_no_null_defaults)
+
+    # A field left out stays as it is. Only valid_from, valid_to and embedding may be null (cleared, or: embed
+    # the new content here); the others have no "nothing", so their types say they cannot be null.
+    content: Word = Field(default=None)  # type: ignore[assignment]
+    kind: Kind = Field(default=None)  # type: ignore[assignment]
+    importance: float = Field(default=None, ge=0.0, le=1.0)  # type: ignore[assignment]
+    occurred_at: Timestamp = Field(default=None)  # type: ignore[assignment]
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    metadata: dict[str, Any] = Field(default=None, json_schema_extra=_METADATA)  # type: ignore[assignment]
+    tags: list[Tag] = Field(default=None, max_length=50)  # type: ignore[assignment]
     embedding: list[float] | None = None
 
 
@@ -115,9 +182,7 @@ class MemoryPage(BaseModel):
     next_cursor: str | None = Field(default=None, description="Pass as ?cursor= to get the next page.")
 
 
-class BatchCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BatchCreate(RequestModel):
     items: list[MemoryCreate] = Field(min_length=1, description="1 to MEMSVC_MAX_BATCH_ITEMS memories.")
 
 
@@ -126,12 +191,18 @@ class BatchResult(BaseModel):
     count: int
 
 
-class ScopeSelector(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ScopeSelector(RequestModel):
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
+    session_id: ScopeId | None = None
 
-    user_id: ScopeId | None = _ID
-    agent_id: ScopeId | None = _ID
-    session_id: ScopeId | None = _ID
+
+class EraseRequest(ScopeSelector):
+    """At least one of user_id, agent_id, session_id: POST /v1/erase never means the whole tenant."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}} for name in ("user_id", "agent_id", "session_id")
+    ]})
 
 
 class DeletionReport(BaseModel):
@@ -149,8 +220,7 @@ class DeletionReport(BaseModel):
         "Stored Idempotency-Key responses that named a removed memory or job (a retry of those writes is new)."))
 
 
-class TenantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TenantCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -160,13 +230,19 @@ class TenantOut(BaseModel):
     created_at: datetime
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyCreate(RequestModel):
+    # A key restricted to some users or agents (a list, even an empty one) acts for them only: no admin or root.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"user_ids": {"type": "null"}, "agent_ids": {"type": "null"}}},
+        {"properties": {"scopes": {"items": {"enum": ["read", "write"]}}}},
+    ]})
     name: Text = Field(default="", max_length=200)
     scopes: list[Scope] = Field(min_length=1)
-    user_ids: list[ScopeId] | None = Field(default=None, description="Restrict the key to these user_ids.")
-    agent_ids: list[ScopeId] | None = Field(default=None, description="Restrict the key to these agent_ids.")
-    tenant_id: uuid.UUID | None = Field(default=None, description="Another tenant (root keys only).")
+    user_ids: list[ScopeId] | None = Field(default=None, description=(
+        "Restrict the key to these user_ids (read and/or write scopes only)."))
+    agent_ids: list[ScopeId] | None = Field(default=None, description=(
+        "Restrict the key to these agent_ids (read and/or write scopes only)."))
+    tenant_id: RequestId | None = Field(default=None, description="Another tenant (root keys only).")
 
 
 class KeyOut(BaseModel):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from memsvc.errors import InvalidInput, NotFound
 from memsvc.models import Tenant
+from memsvc.schemas import json_numbers
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", bound=BaseModel)
@@ -64,7 +65,9 @@ def write_section(session: Session, tenant_id: uuid.UUID, section: str, model: t
     stored = stored_policy(session, tenant_id, lock=True)
     before = effective(model, stored.get(section), section)
     try:
-        after = model.model_validate({**(before.model_dump(exclude_none=True) if merge else {}), **data})
+        # strict: what the OpenAPI document says is what is taken (no "1" for 1, no 0 for false)
+        after = model.model_validate(json_numbers(model, {**(before.model_dump(exclude_none=True) if merge else {}),
+                                                          **data}), strict=True)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error.get("loc", ())) or None

@@ -10,6 +10,7 @@ from typing import Any
 
 from memsvc.errors import BadRequest, InvalidInput, MemsvcError, PayloadTooLarge
 
+FLOAT32_MAX = 3.4028234663852886e38  # the largest value pgvector's vector (32-bit floats) holds
 MAX_JSON_DEPTH = 64  # levels of nested objects/arrays in a body or a metadata value: deeper is a mistake
 
 
@@ -131,4 +132,7 @@ def check_embedding(vector: list[float], dim: int) -> list[float]:
         )
     if not all(math.isfinite(x) for x in vector):
         raise InvalidInput("embedding contains NaN or infinite values", details={"field": "embedding"})
+    if not all(-FLOAT32_MAX <= x <= FLOAT32_MAX for x in vector):
+        raise InvalidInput(f"embedding values must lie within +-{FLOAT32_MAX:.7g} (pgvector stores 32-bit floats)",
+                           details={"field": "embedding"})
     return vector

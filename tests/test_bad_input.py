@@ -320,3 +320,13 @@ def test_an_undeclared_method_is_405_with_allow(client, key):
     assert response.headers["allow"] == "POST"
     listed = client.request("TRACE", "/v1/memories", headers=auth(key)).headers["allow"]
     assert listed == "GET, HEAD, POST"  # two routes, one path
+
+
+@pytest.mark.parametrize("value", [1e39, -3.5e38])
+def test_an_embedding_value_a_32_bit_float_cannot_hold_is_422(client, key, settings, value):
+    vector = [0.0] * settings.embedding_dim
+    vector[3] = value
+    created = client.post("/v1/memories", headers=auth(key), json={"content": "x", "embedding": vector})
+    assert_error(created, 422, "32-bit")
+    mid = client.post("/v1/memories", headers=auth(key), json={"content": "y"}).json()["id"]
+    assert_error(client.patch(f"/v1/memories/{mid}", headers=auth(key), json={"embedding": vector}), 422, "32-bit")

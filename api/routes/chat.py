@@ -18,21 +18,45 @@ from sqlalchemy.orm import Session
 from api.deps import get_principal, get_session, get_store, raw_body
 from api.openapi import error_response
 from memsvc import chat, chat_policy
+from memsvc.chat_params import OpenAIParams
 from memsvc.errors import MemsvcError
+from memsvc.schemas import NO_NUL, NOT_BLANK
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 log = logging.getLogger("memsvc.chat")
 
+def _memsvc_options() -> dict[str, Any]:
+    schema = chat.MemsvcOptions.model_json_schema()
+    for name in ("user_id", "agent_id", "session_id"):  # refused when blank, as everywhere (memsvc.schemas.ScopeId)
+        for variant in schema["properties"][name]["anyOf"]:
+            if variant.get("type") == "string":
+                variant["pattern"] = NOT_BLANK
+    return schema
+
+
+_TEXT = {"type": "string", "pattern": NO_NUL}
+# The model's allow-list, the api_bases and the recipes are this deployment's: api.openapi fills them in.
 _OPENAPI_BODY = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+        "type": "object", "required": ["model", "messages"], "additionalProperties": False,
         "properties": {
-            "model": {"type": "string", "description": "Must match the server's allow-list (MEMSVC_CHAT_MODELS)."},
+            "model": {"type": "string", "minLength": 1, "maxLength": 200,
+                      "description": "Must match the server's allow-list (MEMSVC_CHAT_MODELS)."},
             "stream": {"type": "boolean", "default": False},
             "api_base": {"type": "string", "description": "Only a base the operator lists in MEMSVC_CHAT_API_BASES."},
-            "messages": {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
-                "role": {"type": "string"}, "content": {"anyOf": [{"type": "string"}, {"type": "array"}]}}}},
-            "memsvc": chat.MemsvcOptions.model_json_schema(),
+            "messages": {
+                "type": "array", "minItems": 1, "maxItems": 2000,
+                "items": {"type": "object", "required": ["role"], "additionalProperties": True, "properties": {
+                    "role": {"enum": sorted(chat.ROLES)},
+                    "content": {"anyOf": [_TEXT, {"type": "null"}, {"type": "array", "items": {
+                        "type": "object", "properties": {"type": {"type": "string"}, "text": _TEXT}}}]}}},
+                "contains": {"type": "object", "required": ["role", "content"], "properties": {
+                    "role": {"const": "user"}, "content": {"type": "string", "pattern": NOT_BLANK}}},
+                "description": "At least one user message with text.",
+            },
+            "memsvc": _memsvc_options(),
+            # Passed to the model as sent, with OpenAI's types (memsvc.chat_params; api.openapi adds their $defs).
+            **OpenAIParams.model_json_schema(ref_template="#/components/schemas/{model}")["properties"],
         },
     }}}},
     "responses": {"200": {"content": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
@@ -18,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
             description="Newest first; filter by kind and status.")
 def list_jobs(
     request: Request, kind: str | None = Query(default=None, max_length=64),
-    status: str | None = Query(default=None, description="queued | running | succeeded | failed"),
+    status: Literal["queued", "running", "succeeded", "failed"] | None = Query(default=None),
     cursor: str | None = Query(default=None, description="next_cursor from the previous page"),
     limit: int = Query(default=50, ge=1, le=200),
     principal: Principal = Depends(requires("read")), session: Session = Depends(get_session),

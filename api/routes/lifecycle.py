@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import MemoryId, Presenter, get_presenter, get_session, get_store, get_tenant_policy, raw_body, requires
 from api.lifecycle_deps import get_job_queue
-from api.openapi import errors
+from api.openapi import body_schema, errors
 from api.writes import commit_write
 from memsvc import jobs
 from memsvc.lifecycle import feedback, policy
@@ -84,7 +84,7 @@ def _put(principal: Principal, session: Session, data: Any, merge: bool) -> Tier
     return result
 
 
-@router.put("/policy", response_model=TierPolicy, description=(
+@router.put("/policy", response_model=TierPolicy, openapi_extra=body_schema(TierPolicy), description=(
     "Replace the tenant's lifecycle policy (fields left out take their defaults). Thresholds must satisfy "
     "summary > gist > archive; ttl_days (delete memories older than this) is off unless set."
 ))
@@ -95,7 +95,8 @@ def put_policy(
     return _put(principal, session, data, merge=False)
 
 
-@router.patch("/policy", response_model=TierPolicy, description="Change some fields of the lifecycle policy.")
+@router.patch("/policy", response_model=TierPolicy, openapi_extra=body_schema(TierPolicy),
+              description="Change some fields of the lifecycle policy.")
 def patch_policy(
     data: dict[str, Any] = Body(...), principal: Principal = Depends(requires("admin")),
     session: Session = Depends(get_session),

@@ -15,12 +15,12 @@ from memsvc.schemas import (
     BatchCreate,
     BatchResult,
     DeletionReport,
+    EraseRequest,
     Kind,
     MemoryCreate,
     MemoryOut,
     MemoryPage,
     MemoryUpdate,
-    ScopeSelector,
     Tier,
 )
 from memsvc.store import ListFilters, MemoryStore, parse_uuid
@@ -112,7 +112,7 @@ def delete_memory(
     "Erase every memory of a user, agent and/or session (at least one), with the cascade report."
 ))
 def erase_scope(
-    selector: ScopeSelector, request: Request, body: bytes = Depends(raw_body),
+    selector: EraseRequest, request: Request, body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("write")), store: MemoryStore = Depends(get_store),
 ) -> JSONResponse:
     return commit_write(request, store.session, principal, body, 200, lambda: store.erase(selector))

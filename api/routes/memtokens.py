@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import MemoryId, get_session, get_store, raw_body, requires
 from api.lifecycle_deps import get_job_queue
-from api.openapi import errors
+from api.openapi import body_schema, errors
 from api.writes import commit_write
 from memsvc import jobs, tenant_policy
 from memsvc.errors import InvalidInput
@@ -21,7 +21,7 @@ from memsvc.memtokens import service
 from memsvc.memtokens.local_models import LocalModels
 from memsvc.memtokens.policy import POLICY_KEY, MemoryTokenPolicy, get_policy, refusal
 from memsvc.queue import JobQueue
-from memsvc.schemas import MemoryTokenStatus, ScopeSelector
+from memsvc.schemas import MemoryTokenStatus, RequestId, ScopeSelector
 from memsvc.store import MemoryStore, parse_uuid
 from memsvc.tenancy import Principal
 
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["memory tokens"])
 
 
 class TrainRequest(ScopeSelector):
-    memory_ids: list[uuid.UUID] | None = Field(default=None, max_length=1000, description=(
+    memory_ids: list[RequestId] | None = Field(default=None, max_length=1000, description=(
         "These memories (each must qualify under the policy, or the request is refused saying why)."))
     model: str | None = Field(default=None, max_length=200, description=(
         "Local model (`smollm2` or `local/smollm2`); default: the policy's."))
@@ -72,7 +72,8 @@ def _put(request: Request, principal: Principal, session: Session, data: Any, me
     return after
 
 
-@router.put("/policy/memory-tokens", response_model=MemoryTokenPolicy, description=(
+@router.put("/policy/memory-tokens", response_model=MemoryTokenPolicy, openapi_extra=body_schema(MemoryTokenPolicy),
+            description=(
     "Replace the tenant's memory-token policy (fields left out go back to the defaults)."))
 def put_memtoken_policy(request: Request, data: dict[str, Any] = Body(...),
                         principal: Principal = Depends(requires("admin")),
@@ -80,7 +81,8 @@ def put_memtoken_policy(request: Request, data: dict[str, Any] = Body(...),
     return _put(request, principal, session, data, merge=False)
 
 
-@router.patch("/policy/memory-tokens", response_model=MemoryTokenPolicy, description=(
+@router.patch("/policy/memory-tokens", response_model=MemoryTokenPolicy,
+              openapi_extra=body_schema(MemoryTokenPolicy), description=(
     "Change some fields of the tenant's memory-token policy."))
 def patch_memtoken_policy(request: Request, data: dict[str, Any] = Body(...),
                           principal: Principal = Depends(requires("admin")),

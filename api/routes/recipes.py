@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import get_session, requires
 from api.lifecycle_deps import get_job_queue
+from api.openapi import body_schema
 from memsvc import jobs
 from memsvc.queue import JobQueue
 from memsvc.retrieval import language, policy
@@ -73,7 +74,8 @@ def _put(request: Request, principal: Principal, session: Session, queue: JobQue
     return RetrievalPolicyOut(**chosen.model_dump(), reindex_job_id=job_id)
 
 
-@router.put("/policy/retrieval", response_model=RetrievalPolicyOut, description=(
+@router.put("/policy/retrieval", response_model=RetrievalPolicyOut, openapi_extra=body_schema(RetrievalPolicy),
+            description=(
     "Replace the tenant's retrieval policy (fields left out go back to the defaults). A new language "
     "re-parses the tenant's memories in a background job."))
 def put_retrieval_policy(request: Request, data: dict[str, Any] = Body(...),
@@ -82,7 +84,8 @@ def put_retrieval_policy(request: Request, data: dict[str, Any] = Body(...),
     return _put(request, principal, session, queue, data, merge=False)
 
 
-@router.patch("/policy/retrieval", response_model=RetrievalPolicyOut, description=(
+@router.patch("/policy/retrieval", response_model=RetrievalPolicyOut,
+              openapi_extra=body_schema(RetrievalPolicy), description=(
     "Change some fields of the tenant's retrieval policy."))
 def patch_retrieval_policy(request: Request, data: dict[str, Any] = Body(...),
                            principal: Principal = Depends(requires("admin")), session: Session = Depends(get_session),

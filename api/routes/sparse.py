@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1", tags=["maintenance"])
     "of a second one. The periodic maintenance pass fills a few thousand a run on its own."
 ))
 def backfill(
-    request: Request, reencode: bool = Body(default=False, embed=True), body: bytes = Depends(raw_body),
+    request: Request, reencode: bool = Body(default=False, embed=True, strict=True), body: bytes = Depends(raw_body),
     principal: Principal = Depends(requires("admin")), session: Session = Depends(get_session),
     queue: JobQueue = Depends(get_job_queue),
 ) -> JSONResponse:

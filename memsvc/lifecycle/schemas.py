@@ -5,16 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from memsvc.schemas import ScopeId
+from memsvc.schemas import RequestModel, ScopeId
 
 _ID = Field(default=None, min_length=1, max_length=200)
 
 
-class ConsolidateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConsolidateRequest(RequestModel):
     user_id: ScopeId | None = _ID
     agent_id: ScopeId | None = _ID
     session_id: ScopeId | None = Field(default=None, min_length=1, max_length=200,
@@ -23,9 +21,7 @@ class ConsolidateRequest(BaseModel):
                             "(creates nothing new for what is already known).")
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FeedbackRequest(RequestModel):
     useful: bool = Field(description="true: the memory helped (reinforced like a use); false: it did not "
                          "(its strength is cut by the policy's negative_feedback_factor).")
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from memsvc.errors import InvalidInput
 from memsvc.lifecycle.retention import SECONDS_PER_DAY
+from memsvc.schemas import json_numbers
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.elements import ColumnElement
@@ -89,7 +90,8 @@ class TierPolicy(BaseModel):
         InvalidInput listing every problem as {"field", "message"}."""
         merged = {**(base.model_dump() if base else {}), **dict(data)}
         try:
-            return cls.model_validate(merged)
+            # strict, as the OpenAPI document says: no "1" for 1, no 0 for false (2.0 is 2, as in JSON)
+            return cls.model_validate(json_numbers(cls, merged), strict=True)
         except ValidationError as e:
             problems = [
                 {"field": ".".join(str(p) for p in err["loc"]) or None,

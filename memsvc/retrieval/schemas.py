@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memsvc.retrieval.search import SearchFilters
 from memsvc.retrieval.service import query_from_messages
-from memsvc.schemas import Kind, MemoryOut, ScopeId, Text
+from memsvc.schemas import NOT_BLANK, Kind, MemoryOut, RequestModel, ScopeId, Tag, Text, Timestamp, Word
 from memsvc.validation import check_text
 
 Mode = Literal["hybrid", "dense", "sparse"]
@@ -21,17 +20,15 @@ MAX_BUDGET_TOKENS = 1_000_000  # far beyond any model's window: a larger number 
 _ID = Field(default=None, min_length=1, max_length=200)
 
 
-class RetrievalFilters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RetrievalFilters(RequestModel):
     user_id: ScopeId | None = _ID
     agent_id: ScopeId | None = _ID
     session_id: ScopeId | None = _ID
     kinds: list[Kind] | None = Field(default=None, description="Only these kinds of memory.")
-    tags: list[Text] | None = Field(default=None, max_length=50, description="Memories with any of these tags.")
-    occurred_after: datetime | None = Field(default=None, description="Event time >= this.")
-    occurred_before: datetime | None = Field(default=None, description="Event time < this.")
-    as_of: datetime | None = Field(
+    tags: list[Tag] | None = Field(default=None, max_length=50, description="Memories with any of these tags.")
+    occurred_after: Timestamp | None = Field(default=None, description="Event time >= this.")
+    occurred_before: Timestamp | None = Field(default=None, description="Event time < this.")
+    as_of: Timestamp | None = Field(
         default=None, description="Return what was valid at this time (valid_from <= as_of < valid_to), "
         "including facts superseded since. Default: what is valid now.")
     include_superseded: bool = Field(default=False, description="Also return superseded / expired memories.")
@@ -43,7 +40,7 @@ class RetrievalFilters(BaseModel):
 
 
 class SearchRequest(RetrievalFilters):
-    query: str = Field(min_length=1, max_length=4000)
+    query: Word = Field(max_length=4000)
     limit: int = Field(default=10, ge=1, le=100)
 
 
@@ -75,14 +72,19 @@ class SearchResult(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Message(RequestModel):
     role: str = Field(min_length=1, max_length=50)
-    content: str = Field(max_length=32_000)
+    content: Text = Field(max_length=32_000)
 
 
 class ContextRequest(RetrievalFilters):
-    query: str | None = Field(default=None, max_length=4000, description="What the context is for.")
+    # The query, else the messages' text (_needs_query), as the document states it.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["query"], "properties": {"query": {"type": "string", "pattern": NOT_BLANK}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array", "contains": {
+            "type": "object", "properties": {"content": {"type": "string", "pattern": NOT_BLANK}}}}}},
+    ]})
+    query: Text | None = Field(default=None, max_length=4000, description="What the context is for.")
     messages: list[Message] | None = Field(
         default=None, max_length=200, description="Recent conversation; used as the query when none is given.")
     budget_tokens: int = Field(ge=0, le=MAX_BUDGET_TOKENS, description="Hard upper bound on the context's "
