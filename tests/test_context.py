@@ -225,6 +225,32 @@ def test_an_episode_is_not_dated_twice() -> None:
     assert "- [8 May 2023] Sam: I adopted a cat." in kept.context
 
 
+def test_an_episode_says_who_said_it() -> None:
+    counter = get_counter("cl100k_base")
+    bob = Piece(uuid.uuid4(), "episodic", 1.0, T0, {"verbatim": "I live in Oslo."}, said_by="Bob")
+    named = Piece(uuid.uuid4(), "episodic", 0.9, T0, {"verbatim": "[8 May 2023] Sam: I adopted a cat."},
+                  said_by="Sam")
+    agent = Piece(uuid.uuid4(), "episodic", 0.8, T0, {"verbatim": "The weather API timed out."}, said_by="tool")
+    note = Piece(uuid.uuid4(), "episodic", 0.7, T0, {"verbatim": "Error: connection refused"})
+    fact = Piece(uuid.uuid4(), "semantic", 0.6, T0, {"verbatim": "Bob lives in Oslo."}, said_by="Bob")
+    out = assemble([bob, named, agent, note, fact], 300, counter, RetrievalSettings()).context
+    assert "- Bob: I live in Oslo." in out  # not "- I live in Oslo.", which reads as the user's own
+    assert "- Sam: I adopted a cat." in out and "Sam: Sam:" not in out  # the text names its speaker already
+    assert "- tool: The weather API timed out." in out
+    assert "- Error: connection refused" in out  # no speaker set: the text as written, nothing parsed from it
+    assert "- [8 May 2023] Bob lives in Oslo." in out  # a fact states its subject itself
+
+
+def test_the_context_attributes_a_turn_to_its_metadata_speaker(client, key) -> None:  # type: ignore[no-untyped-def]
+    client.post("/v1/memories", headers=auth(key), json={
+        "content": "I live in Oslo.", "user_id": "said-by", "metadata": {"speaker": "Bob", "role": "user"}})
+    client.post("/v1/memories", headers=auth(key), json={
+        "content": "You could try the ferry to Bergen.", "user_id": "said-by", "metadata": {"role": "assistant"}})
+    body = _ctx(client, key, query="Oslo Bergen ferry", user_id="said-by", budget_tokens=200)
+    assert "- Bob: I live in Oslo." in body["context"]
+    assert "- assistant: You could try the ferry to Bergen." in body["context"]
+
+
 def test_neighbours_and_linked_sources_join_with_their_reasons(client, key, engine) -> None:  # type: ignore[no-untyped-def]
     from memsvc.db import session_scope
     from memsvc.models import Memory, MemoryLink

@@ -32,7 +32,7 @@ from memsvc.memtokens import store as memtoken_store
 from memsvc.memtokens.marks import MarkedCounter, memory_mark
 from memsvc.models import Memory
 from memsvc.retrieval import adjacency, packing, sqltext
-from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, search
+from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, label, search
 from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
 from memsvc.scoping import MemoryScope
 from memsvc.tokens import TokenCounter
@@ -61,6 +61,7 @@ class Piece:
     derived: tuple[str, ...] = ()  # fidelities computed on the fly, not stored
     weight: float | None = None  # what it is worth to the packer (default: score)
     token_vectors: int = 0  # a verified memory-token set of the target model: it can go in as these vectors
+    said_by: str | None = None  # the writer's metadata speaker, else role: who an episode's line is from
 
     @property
     def worth(self) -> float:
@@ -125,11 +126,25 @@ def _own_date_prefix(text: str, day: str) -> int:
     return 0
 
 
+def _attributed(text: str, said_by: str | None) -> str:
+    """`said_by: text`, unless the text already starts with that name (after a "[date]"): a line without its
+    speaker reads as the user's own statement ("I live in Oslo." that Bob said), or as a fact when the
+    assistant or a tool said it."""
+    if said_by is None:
+        return text
+    dated = _LEADING_DATE.match(text)
+    if text[dated.end() if dated else 0:].casefold().startswith(said_by.casefold()):
+        return text
+    return f"{said_by}: {text}"
+
+
 def item_line(piece: Piece, fidelity: str, fmt: str = "markdown", strip_own_date: bool = True) -> str:
     # One memory, one line; as tokens, a marker where the local backend splices the vectors in.
     text = memory_mark(piece.id) if fidelity == TOKENS else " ".join(piece.texts[fidelity].split())
     if strip_own_date and piece.section == "episodes" and fidelity != TOKENS:
         text = text[_own_date_prefix(text, piece.day):] or text
+    if piece.section == "episodes":
+        text = _attributed(text, piece.said_by)
     if piece.section == "facts":
         text = f"[{_human_day(piece.day)}] {text}"
     return f"- {text}"
@@ -380,7 +395,11 @@ def piece_of(memory: Memory | Any, score: float, reason: str, settings: Retrieva
         if value and value != base:
             texts[fidelity] = value
             derived.append(fidelity)
-    return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived), weight)
+    labels = getattr(memory, "metadata_", None)
+    speaker, role = (labels.get("speaker"), labels.get("role")) if isinstance(labels, dict) \
+        else (memory.speaker, memory.role)
+    return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived), weight,
+                 said_by=label(speaker) or label(role))
 
 
 # ---- the I/O around it -------------------------------------------------------------------------

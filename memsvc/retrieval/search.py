@@ -42,7 +42,7 @@ Mode = Literal["hybrid", "dense", "sparse"]
 MAX_QUERY_TERMS = 32  # a pasted document as a query must not build a 1,000-column statement
 # What a candidate row carries (enough to rank, pack and render it).
 ROW_COLUMNS = ("id", "kind", "content", "summary", "summary_by", "gist", "tier", "importance", "strength",
-               "last_accessed_at", "occurred_at", "session_id", "content_hash", "valid_from")
+               "last_accessed_at", "occurred_at", "session_id", "content_hash", "valid_from", "speaker", "role")
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
              learned(id, ls) AS (SELECT * FROM unnest(%(p_learned_ids)s::uuid[], %(p_learned_s)s::float8[])),
              ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned)
         SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, length(m.search_tsv) AS lexemes,
-               m.embedding::halfvec AS vector, m.metadata->>'speaker' AS speaker, m.metadata->>'role' AS role
+               m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
         LEFT JOIN learned ON learned.id = ids.id
@@ -325,7 +325,7 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
             learned_sparse_score=None if row.ls is None else float(row.ls),
             retention=retention_at(now, row.last_accessed_at, row.strength, settings.tau0_seconds),
             importance=float(row.importance), content_hash=row.content_hash, embedding=_unpacked(row.vector),
-            speaker=_label(row.speaker), role=_label(row.role), session_id=row.session_id,
+            speaker=label(row.speaker), role=label(row.role), session_id=row.session_id,
             lexemes=int(row.lexemes or 0), sparse_raw=lists.own_bm25.get(row.id),
         ))
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
@@ -340,9 +340,9 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
     return ranked, memories
 
 
-def _label(value: str | None) -> str | None:
-    """A speaker or role as the writer set it in metadata ("" and whitespace: none)."""
-    return value.strip() or None if value else None
+def label(value: object) -> str | None:
+    """A speaker or role as the writer set it in metadata (not a string, "" and whitespace: none)."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _unpacked(sent: bytes | None) -> np.ndarray | None:

@@ -69,6 +69,12 @@ def column(attribute: str) -> str:
     return Memory.__mapper__.attrs[attribute].columns[0].name  # type: ignore[union-attr,no-any-return]
 
 
+# Labels the writer keeps in a memory's metadata, selected like columns: who said it, and in what role.
+METADATA_LABELS = frozenset({"speaker", "role"})
+
+
 def select_list(alias: str, attributes: Sequence[str]) -> str:
-    """`alias.column AS attribute, ...` for ORM attribute names (rows come back under those names)."""
-    return ", ".join(f"{alias}.{column(a)} AS {a}" for a in attributes)
+    """`alias.column AS attribute, ...` for ORM attribute names (rows come back under those names); a name of
+    METADATA_LABELS is that metadata key's text."""
+    return ", ".join(f"{alias}.metadata->>'{a}' AS {a}" if a in METADATA_LABELS else f"{alias}.{column(a)} AS {a}"
+                     for a in attributes)
