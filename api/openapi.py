@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.errors import OPENAI_SHAPED
 from memsvc.chat_params import OpenAIParams
 from memsvc.schemas import METADATA_VALUE
-from memsvc.validation import FLOAT32_MAX
+from memsvc.validation import EMBEDDING_MAX
 
 SECURITY_SCHEME = "apiKey"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})  # probes answer without a key (/metrics, docs: not in the document)
@@ -174,7 +174,7 @@ def _deployment(schema: dict[str, Any], app: FastAPI) -> None:
         for variant in props.get("embedding", {}).get("anyOf", []):
             if variant.get("type") == "array":
                 variant["minItems"] = variant["maxItems"] = settings.embedding_dim
-                variant["items"] = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+                variant["items"] = {"type": "number", "minimum": -EMBEDDING_MAX, "maximum": EMBEDDING_MAX}
         if name == "MemoryCreate" and "embedding" in props:  # a new memory's [] counts as none (embed the text)
             props["embedding"]["anyOf"].append({"type": "array", "maxItems": 0})
     chat = schema.get("paths", {}).get("/v1/chat/completions", {}).get("post")
@@ -202,7 +202,8 @@ def document(schema: dict[str, Any], app: FastAPI | None = None) -> dict[str, An
             responses: dict[str, Any] = operation.setdefault("responses", {})
             declared = {str(s) for s in responses}
             fastapi_422 = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
-            if fastapi_422.get("$ref", "").endswith("/HTTPValidationError"):
+            if fastapi_422.get("$ref", "").endswith("/HTTPValidationError"):  # ours, if any, below
+                del responses["422"]
                 declared.discard("422")
             statuses: set[int] = set()
             if path not in PUBLIC_PATHS:

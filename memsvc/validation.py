@@ -10,7 +10,9 @@ from typing import Any
 
 from memsvc.errors import BadRequest, InvalidInput, MemsvcError, PayloadTooLarge
 
-FLOAT32_MAX = 3.4028234663852886e38  # the largest value pgvector's vector (32-bit floats) holds
+# The largest embedding value memsvc takes: the largest 16-bit float, since search and archived memories use the
+# vector as pgvector's halfvec (a larger value there was a 500 "out of range for type halfvec").
+EMBEDDING_MAX = 65504.0
 MAX_JSON_DEPTH = 64  # levels of nested objects/arrays in a body or a metadata value: deeper is a mistake
 
 
@@ -132,7 +134,7 @@ def check_embedding(vector: list[float], dim: int) -> list[float]:
         )
     if not all(math.isfinite(x) for x in vector):
         raise InvalidInput("embedding contains NaN or infinite values", details={"field": "embedding"})
-    if not all(-FLOAT32_MAX <= x <= FLOAT32_MAX for x in vector):
-        raise InvalidInput(f"embedding values must lie within +-{FLOAT32_MAX:.7g} (pgvector stores 32-bit floats)",
+    if not all(-EMBEDDING_MAX <= x <= EMBEDDING_MAX for x in vector):
+        raise InvalidInput(f"embedding values must lie within +-{EMBEDDING_MAX:g} (search uses them as 16-bit floats)",
                            details={"field": "embedding"})
     return vector
