@@ -281,14 +281,17 @@ def test_neighbours_and_linked_sources_join_with_their_reasons(client, key, engi
     assert fact["id"] not in ids and made[2]["id"] in ids
 
 
-def test_rank_worth_falls_steeply_so_short_low_hits_cannot_outbid_a_top_hit() -> None:
+def test_rank_worth_is_flat_for_any_memories_and_steep_for_transcripts() -> None:
     from memsvc.retrieval.context import rank_weight
+    from memsvc.retrieval.recipes import CONVERSATION, GENERAL
 
-    s = RetrievalSettings()
-    worth = [rank_weight(r, s) for r in range(1, 101)]
-    assert worth[0] == 1.0 and all(a > b > 0 for a, b in zip(worth, worth[1:], strict=False))
-    assert worth[2] / worth[14] > 8  # evidence odds fall ~10x from rank 3 to rank 15 (LoCoMo)
-    # One 90-token top hit against four 20-token hits at ranks 20-23, 100 tokens of room: the top hit.
-    assert sum(worth[19:23]) < worth[0]
-    flat = s.with_(rank_value_power=1.0)
-    assert rank_weight(3, flat) / rank_weight(15, flat) < 4
+    for recipe in (GENERAL, CONVERSATION):
+        worth = [rank_weight(r, recipe.settings) for r in range(1, 101)]
+        assert worth[0] == 1.0 and all(a > b > 0 for a, b in zip(worth, worth[1:], strict=False))
+    general = [rank_weight(r, GENERAL.settings) for r in range(1, 101)]
+    steep = [rank_weight(r, CONVERSATION.settings) for r in range(1, 101)]
+    # Memories of any length: four hits at ranks 10-13 (say short user turns) outweigh one long reply at rank 3.
+    assert sum(general[9:13]) > general[2] and general[2] / general[14] < 4
+    # Transcripts: evidence odds fall ~10x from rank 3 to rank 15 (LoCoMo); four 20-token hits at ranks 20-23
+    # do not outbid a 90-token top hit.
+    assert steep[2] / steep[14] > 8 and sum(steep[19:23]) < steep[0]
