@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import OPENAI_SHAPED
 from memsvc.chat_params import OpenAIParams
-from memsvc.schemas import METADATA_VALUE
+from memsvc.schemas import METADATA_VALUE, NO_NUL
 from memsvc.validation import EMBEDDING_MAX
 
 SECURITY_SCHEME = "apiKey"
@@ -205,6 +205,10 @@ def document(schema: dict[str, Any], app: FastAPI | None = None) -> dict[str, An
             if fastapi_422.get("$ref", "").endswith("/HTTPValidationError"):  # ours, if any, below
                 del responses["422"]
                 declared.discard("422")
+            for parameter in operation.get("parameters", []):  # check_params refuses NUL in every one
+                for variant in _strings(parameter.get("schema", {})):
+                    if "enum" not in variant:
+                        variant.setdefault("pattern", NO_NUL)
             statuses: set[int] = set()
             if path not in PUBLIC_PATHS:
                 operation["security"] = [{SECURITY_SCHEME: []}]

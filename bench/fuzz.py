@@ -1,7 +1,7 @@
 """schemathesis against memsvc's own OpenAPI document, every check on, in this process (the ASGI app, a real
 Postgres): every operation, its documented responses and their bodies, negative data, auth, state.
 
-    python bench/fuzz.py --max-examples 100            # ~10k cases; prints cases, failures by check, 5xx
+    python bench/fuzz.py --max-examples 60 --max-batch-items 50 --max-time 2100   # docs/fuzzing.md: ~98k cases
 
 tests/test_fuzz_openapi.py runs the same `fuzz` with a small bound on every test run; this is the long run.
 The chat route's model is litellm's mock_response (no model is called; fuzzing is about the server)."""
