@@ -166,6 +166,10 @@ def parse_request(body: bytes) -> ChatRequest:
         if message.role not in ROLES:
             raise ChatError(400, f"Invalid value: '{message.role}'. Supported values are: "
                             f"{', '.join(sorted(ROLES))}.", param=f"messages[{i}].role", code="invalid_value")
+        wrong_part = chat_params.part_problem(message.content)
+        if wrong_part is not None:
+            raise ChatError(400, f"Invalid 'messages[{i}].content': {wrong_part}.", param=f"messages[{i}].content",
+                            code="invalid_value")
         try:
             check_text(message_text(message.content), f"messages[{i}].content", allow_empty=True)
         except MemsvcError as exc:

@@ -96,6 +96,21 @@ class OpenAIParams(BaseModel):
 
 
 PASSTHROUGH = frozenset(OpenAIParams.model_fields)
+# The kinds of part a message's content may be a list of (OpenAI's); a text part's text is a string.
+PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+
+
+def part_problem(content: Any) -> str | None:
+    """What is wrong with a message content given as a list of parts, else None (litellm failed on parts of
+    no OpenAI shape, which the server answered 502)."""
+    if not isinstance(content, list):
+        return None
+    for i, part in enumerate(content):
+        if part.get("type") not in PART_TYPES:
+            return f"part {i} must have a type, one of {', '.join(PART_TYPES)}"
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            return f"part {i} is a text part without a text string"
+    return None
 
 
 def problem(params: dict[str, Any]) -> tuple[str, str] | None:

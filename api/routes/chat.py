@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from api.deps import get_principal, get_session, get_store, raw_body
 from api.openapi import error_response
 from memsvc import chat, chat_policy
-from memsvc.chat_params import OpenAIParams
+from memsvc.chat_params import PART_TYPES, OpenAIParams
 from memsvc.errors import MemsvcError
 from memsvc.schemas import NO_NUL, NOT_BLANK
 
@@ -49,7 +49,8 @@ _OPENAPI_BODY = {
                 "items": {"type": "object", "required": ["role"], "additionalProperties": True, "properties": {
                     "role": {"enum": sorted(chat.ROLES)},
                     "content": {"anyOf": [_TEXT, {"type": "null"}, {"type": "array", "items": {
-                        "type": "object", "properties": {"type": {"type": "string"}, "text": _TEXT}}}]}}},
+                        "type": "object", "required": ["type"], "properties": {
+                            "type": {"enum": list(PART_TYPES)}, "text": _TEXT}}}]}}},
                 "contains": {"type": "object", "required": ["role", "content"], "properties": {
                     "role": {"const": "user"}, "content": {"type": "string", "pattern": NOT_BLANK}}},
                 "description": "At least one user message with text.",
