@@ -397,7 +397,7 @@ def piece_of(memory: Memory | Any, score: float, reason: str, settings: Retrieva
             derived.append(fidelity)
     labels = getattr(memory, "metadata_", None)
     speaker, role = (labels.get("speaker"), labels.get("role")) if isinstance(labels, dict) \
-        else (memory.speaker, memory.role)
+        else (getattr(memory, "speaker", None), getattr(memory, "role", None))
     return Piece(memory.id, memory.kind, score, memory.occurred_at, texts, reason, tuple(derived), weight,
                  said_by=label(speaker) or label(role))
 
