@@ -187,7 +187,7 @@ def parse_request(body: bytes) -> ChatRequest:
                 raise ChatError(400, exc.message, param=f"memsvc.{name}", code="invalid_value") from None
     return ChatRequest(
         model=parsed.model, messages=[m.model_dump(exclude_none=True) for m in parsed.messages],
-        stream=parsed.stream, options=options, params=dict(parsed.model_extra or {}),
+        stream=parsed.stream, options=options, params=chat_params.as_sent(dict(parsed.model_extra or {})),
     )
 
 

@@ -113,6 +113,12 @@ def part_problem(content: Any) -> str | None:
     return None
 
 
+def as_sent(params: dict[str, Any]) -> dict[str, Any]:
+    """The request's parameters with JSON's integral numbers of integer parameters as ints (`"n": 1.0` is 1):
+    validated so, they must go to the model so too (litellm failed on 1.0 where it counts: a 502)."""
+    return json_numbers(OpenAIParams, params)  # type: ignore[no-any-return]
+
+
 def problem(params: dict[str, Any]) -> tuple[str, str] | None:
     """(parameter, what is wrong) for the first passthrough parameter of the wrong type, else None."""
     try:

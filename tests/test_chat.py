@@ -147,6 +147,17 @@ def test_remember_false_needs_only_read_and_stores_nothing(chat_server, model, c
     assert _memories(client, reader) == []
 
 
+def test_integral_numbers_reach_the_model_as_integers(chat_server, model, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    # JSON's 1.0 is the integer 1 (the schema takes it); sent on as 1.0, litellm failed on it: a 502.
+    reader = make_tenant(("read",))
+    r = httpx.post(f"{chat_server[0].url}/v1/chat/completions", headers={"Authorization": f"Bearer {reader}"},
+                   json={"model": MODEL, "n": 1.0, "max_completion_tokens": 30.0,
+                         "messages": [{"role": "user", "content": "hello"}], "memsvc": {"remember": False}}, timeout=120)
+    assert r.status_code == 200, r.text
+    sent = model.calls[-1]
+    assert sent["n"] == 1 and type(sent["n"]) is int and type(sent["max_completion_tokens"]) is int
+
+
 def test_restricted_key_cannot_chat_as_another_user(chat_server, model, make_tenant) -> None:  # type: ignore[no-untyped-def]
     only_jo = make_tenant(("read", "write"), user_ids=["jo"])
     with pytest.raises(openai.PermissionDeniedError, match="user_ids jo"):
@@ -197,7 +208,7 @@ def test_invalid_json_and_unknown_model(chat_server, model, key) -> None:  # typ
     with pytest.raises(openai.BadRequestError) as error:  # not in the default allow-list (tests/test_chat_policy.py)
         _openai(chat_server[0], key).chat.completions.create(
             model="no-such-provider-model", messages=[{"role": "user", "content": "hi"}],
-            extra_body={"memsvc": {"remember": False}})
+            extra_body={"memsvc": {"remember": False}}, timeout=120)
     assert error.value.body["param"] == "model" and error.value.body["code"] == "model_not_allowed"
     assert model.calls == []
 
