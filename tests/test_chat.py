@@ -152,7 +152,8 @@ def test_integral_numbers_reach_the_model_as_integers(chat_server, model, make_t
     reader = make_tenant(("read",))
     r = httpx.post(f"{chat_server[0].url}/v1/chat/completions", headers={"Authorization": f"Bearer {reader}"},
                    json={"model": MODEL, "n": 1.0, "max_completion_tokens": 30.0,
-                         "messages": [{"role": "user", "content": "hello"}], "memsvc": {"remember": False}}, timeout=120)
+                         "messages": [{"role": "user", "content": "hello"}], "memsvc": {"remember": False}},
+                   timeout=120)
     assert r.status_code == 200, r.text
     sent = model.calls[-1]
     assert sent["n"] == 1 and type(sent["n"]) is int and type(sent["max_completion_tokens"]) is int
