@@ -166,6 +166,9 @@ def parse_request(body: bytes) -> ChatRequest:
         if message.role not in ROLES:
             raise ChatError(400, f"Invalid value: '{message.role}'. Supported values are: "
                             f"{', '.join(sorted(ROLES))}.", param=f"messages[{i}].role", code="invalid_value")
+        if message.content is None and message.role != "assistant":  # only an assistant's tool call may omit it
+            raise ChatError(400, f"Missing required parameter: 'messages[{i}].content'.",
+                            param=f"messages[{i}].content", code="missing_required_parameter")
         wrong_part = chat_params.part_problem(message.content)
         if wrong_part is not None:
             raise ChatError(400, f"Invalid 'messages[{i}].content': {wrong_part}.", param=f"messages[{i}].content",

@@ -159,6 +159,15 @@ def test_integral_numbers_reach_the_model_as_integers(chat_server, model, make_t
     assert sent["n"] == 1 and type(sent["n"]) is int and type(sent["max_completion_tokens"]) is int
 
 
+def test_a_message_without_content_is_a_400_not_an_upstream_error(chat_server, model, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    reader = make_tenant(("read",))
+    r = httpx.post(f"{chat_server[0].url}/v1/chat/completions", headers={"Authorization": f"Bearer {reader}"},
+                   json={"model": MODEL, "messages": [{"role": "user", "content": "hello"}, {"role": "developer"}],
+                         "memsvc": {"remember": False}}, timeout=120)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[1].content", r.text
+    assert model.calls == []  # refused before any model call
+
+
 def test_restricted_key_cannot_chat_as_another_user(chat_server, model, make_tenant) -> None:  # type: ignore[no-untyped-def]
     only_jo = make_tenant(("read", "write"), user_ids=["jo"])
     with pytest.raises(openai.PermissionDeniedError, match="user_ids jo"):
