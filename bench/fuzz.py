@@ -61,6 +61,8 @@ ACCEPTED_REFUSALS: dict[str, str] = {
     # OpenAI's parameters go to the provider as sent; which models and values a provider takes is litellm's.
     "model_not_found": "whether litellm knows the provider of a model name is litellm's",
     "invalid_value": "OpenAI's parameters are passed to the model as sent; which values it takes is the provider's",
+    "missing_required_parameter": "a chat message's content is required unless it is an assistant's (a tool "
+                                  "call): a relation between two fields",
 }
 
 
