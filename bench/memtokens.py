@@ -147,6 +147,7 @@ def reconstruction(model: Any, settings: Any, lengths: list[int], ks: list[int],
             exact = [r.steps for r in cell if r.verified] or [0]
             n_exact = sum(r.verified for r in cell)
             rows.append({"tokens": length, "k": k, "n": len(cell), "exact": n_exact,
+                         "started": sum(r.steps > 0 for r in cell),
                          "median_steps_exact": statistics.median(exact), "max_steps_exact": max(exact),
                          "s_per_memory": statistics.fmean(r.seconds for r in cell), "wall_s": wall,
                          "failures": [r.decoded for r in cell if not r.verified][:2]})
@@ -200,11 +201,12 @@ def table(model_id: str, device: str, settings: Any, rows: list[dict[str, Any]])
     out = [f"model {model_id} on {device}; lr {settings.lr}, beta2 {settings.beta2}, warmup {settings.warmup}, "
            f"init {settings.init}, noise {settings.noise}, margin {settings.margin}, batch {settings.batch_size}, "
            f"max steps {settings.max_steps}, check every {settings.check_every}", "",
-           "| tokens | k | exact | rate | median steps (exact) | max steps (exact) | s per memory |",
-           "|---:|---:|---:|---:|---:|---:|---:|"]
+           "| tokens | k | exact | rate | started | median steps (exact) | max steps (exact) | s per memory |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['tokens']} | {r['k']} | {r['exact']}/{r['n']} | {100 * r['exact'] / r['n']:.0f}% | "
-                   f"{r['median_steps_exact']:.0f} | {r['max_steps_exact']} | {r['s_per_memory']:.2f} |")
+                   f"{r.get('started', r['n'])} | {r['median_steps_exact']:.0f} | {r['max_steps_exact']} | "
+                   f"{r['s_per_memory']:.2f} |")
     return "\n".join(out)
 
 

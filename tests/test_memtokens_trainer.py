@@ -50,6 +50,18 @@ def test_refused_memories_say_why_and_train_nothing(trained) -> None:  # type: i
     assert long.reason.endswith("> 16") and long.vectors.shape[0] == 0
 
 
+def test_a_time_budget_ends_training_and_says_so(smollm2) -> None:  # type: ignore[no-untyped-def]
+    # A budget far shorter than training needs: the rows training end unverified with vectors and a reason
+    # naming the budget; rows that never got a place in the batch are reported as not started.
+    settings = TrainSettings(k=1, max_steps=1000, check_every=5, batch_size=1, max_seconds=0.01)
+    results = train_memory_tokens(smollm2, [MEMORY, "Mateo walks his dog Biscuit at seven."], settings)
+    first, second = results
+    assert not first.verified and first.steps >= 1 and first.vectors.shape == (1, smollm2.hidden_size)
+    assert first.reason is not None and first.reason.endswith("(out of time)")
+    assert not second.verified and second.steps == 0 and second.vectors.shape[0] == 0
+    assert second.reason == "not started: the 0.01 s budget ran out"
+
+
 def test_generate_splices_the_vectors_where_the_marker_stands(smollm2, trained) -> None:  # type: ignore[no-untyped-def]
     mid = uuid.uuid4()
     vectors = trained[0].vectors

@@ -49,6 +49,7 @@ class TrainSettings:
     # steps at lr 0.05, "text" 8/64 (11/64 at lr 0.1, 20/64 at lr 0.2).
     noise: float = 0.0  # std of Gaussian noise added at init, relative to the embeddings' element std
     autocast: bool = True  # bf16 training passes on CUDA (verification is always float32)
+    max_seconds: float = 0.0  # wall-time budget of one call (0: none); rows still training then end unverified
     seed: int = 0
 
 
@@ -219,20 +220,22 @@ def train_memory_tokens(model: LocalModel, texts: Sequence[str], settings: Train
     batch = _Batch(model, settings)
     model.model.eval()
     batch.set_rows([], [waiting.pop() for _ in range(min(settings.batch_size, len(waiting)))])
+    deadline = time.monotonic() + settings.max_seconds if settings.max_seconds > 0 else math.inf
     while batch.rows:
         t0 = time.perf_counter()
+        out_of_time = time.monotonic() > deadline
         ok = batch.train_step().tolist()
         for row in batch.rows:
             row.steps += 1
         finished: dict[int, TrainResult] = {}
         check = [j for j, row in enumerate(batch.rows) if ok[j] and row.steps % settings.check_every == 0]
-        out_of_steps = [j for j, row in enumerate(batch.rows) if row.steps >= settings.max_steps]
+        out_of_steps = [j for j, row in enumerate(batch.rows) if row.steps >= settings.max_steps or out_of_time]
         to_decode = sorted(set(check) | set(out_of_steps))
         decoded = _verify(model, batch, to_decode) if to_decode else {}
         for j, (exact, text) in decoded.items():
             row = batch.rows[j]
-            if exact or row.steps >= settings.max_steps:
-                reason = None if exact else f"not exact after {row.steps} steps"
+            if exact or row.steps >= settings.max_steps or out_of_time:
+                reason = None if exact else f"not exact after {row.steps} steps" + " (out of time)" * out_of_time
                 finished[j] = TrainResult(len(row.ids), row.k, batch.vectors_f16(j), exact, row.steps, 0.0,
                                           text, reason)
         dt = time.perf_counter() - t0
@@ -244,9 +247,13 @@ def train_memory_tokens(model: LocalModel, texts: Sequence[str], settings: Train
         if finished:
             done += len(finished)
             keep = [j for j in range(len(batch.rows)) if j not in finished]
-            batch.set_rows(keep, [waiting.pop() for _ in range(min(len(finished), len(waiting)))])
+            joining = 0 if out_of_time else min(len(finished), len(waiting))
+            batch.set_rows(keep, [waiting.pop() for _ in range(joining)])
             if progress:
                 progress(done, total)
+    for row in waiting:  # only left when the time budget ran out
+        results[row.index] = TrainResult(len(row.ids), row.k, empty, False, 0, 0.0, "",
+                                         f"not started: the {settings.max_seconds:g} s budget ran out")
     return [r for r in results if r is not None]
 
 
