@@ -72,6 +72,20 @@ def test_third_person_subjects_agree_and_keep_their_own_name() -> None:
     assert facts("I live in Oslo.", speaker="demo-user")[0][0] == "demo-user lives in Oslo."
 
 
+def test_a_statement_quoted_after_a_colon_is_the_reporters() -> None:
+    # issue 14: "Bob told the assistant again: Bob hates cilantro." made no fact; the quoted statement is read
+    # on its own, its "I" being the named reporter, never the writer.
+    assert facts("Bob told the assistant again: Bob hates cilantro.") == [
+        ("Bob hates cilantro.", "bob", "opinion:cilantro", "negative")]
+    assert facts('Yesterday Maria Lopez told me: "I work for Google."') == [
+        ("Maria Lopez works for Google.", "maria lopez", "employer", "google")]
+    assert facts("Bob said: I live in Oslo.", speaker=None) == [("Bob lives in Oslo.", "bob", "residence", "oslo")]
+    # A paraphrase, a hedge, a negated report, a label before the colon: no fact, and never the writer's.
+    for said in ("Bob said he lives in Oslo.", "Bob said: maybe I live in Oslo.", "Bob never said: I live in Oslo.",
+                 "Note said: I live in Oslo.", "Error: Bob said nothing.", "Sarah: I live in Madrid."):
+        assert facts(said) == [], said
+
+
 @pytest.mark.parametrize("said", [
     # issue 14
     "I'm an AI assistant, so I cannot browse the web in real time.",

@@ -492,6 +492,25 @@ def _clause(s: str, speaker: str | None, when: datetime) -> tuple[_Subject, _Fou
     return None
 
 
+# "Bob told the assistant again: Bob hates cilantro", "Today Bob said: I am planning a trip": a statement
+# reported word for word after a colon, by one named person. The statement is read on its own, its "I"
+# being the reporter. Only a colon: "Bob said he ..." or "Bob said that ..." paraphrase, and a paraphrase
+# is not first-hand enough to become a fact offline.
+_REPORTED = re.compile(
+    rf"^(?:(?i:today|yesterday|earlier|again|once|also),?\s+)?(?P<who>{_NAME})\s+(?:(?:once|again|also)\s+)?"
+    r"(?:said|says|wrote|writes|mentioned|told|tells|explained|added|replied|messaged)"
+    r"(?:\s+(?:me|us|him|her|them|the assistant|the agent|you))?(?:\s+(?:again|once|today|yesterday))?"
+    r"\s*:\s*[\"'\u201c]?(?P<said>.+?)[\"'\u201d]?$")
+
+
+def _reported(s: str) -> tuple[str, str] | None:
+    """(who, what they said) for a statement quoted after a colon by one named person, else None."""
+    m = _REPORTED.match(s)
+    if not m or any(w.lower().strip("'") in _NOT_NAMES for w in m["who"].split()):
+        return None
+    return m["who"], m["said"].strip().rstrip(".! ")
+
+
 def _fact_text(subject: _Subject, found: _Found) -> str:
     if found.text.startswith("'s "):
         return f"{subject.text}{found.text}."
@@ -506,7 +525,12 @@ def extract_facts(episodes: Sequence[Episode]) -> list[Fact]:
         if not speaks_for_user(ep.role):
             continue  # assistant, tool and system turns: nothing offline (see the module docstring)
         for sentence in _sentences(ep.text):
-            found = _clause(sentence, ep.speaker, ep.occurred_at)
+            reported = _reported(sentence)
+            if reported:
+                who, sentence = reported
+                found = _clause(sentence, who, ep.occurred_at)
+            else:
+                found = _clause(sentence, ep.speaker, ep.occurred_at)
             if found is None:
                 continue
             subject, pred = found
