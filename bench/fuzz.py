@@ -9,11 +9,17 @@ The chat route's model is litellm's mock_response (no model is called; fuzzing i
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, when run as a script
@@ -30,6 +36,11 @@ class FuzzReport:
     seconds: float = 0.0
     seconds_by_operation: Counter[str] = field(default_factory=Counter)
     slow_cases: list[tuple[float, str]] = field(default_factory=list)
+    keyed: int = 0  # cases whose request carried the run's key
+    keyed_unauthorized: int = 0  # ... and were answered 401 (the key had stopped working)
+    protected: int = 0  # DELETEs of the run's own key, sent for a key that does not exist instead
+    key_valid_at_end: bool | None = None
+    interrupted: str | None = None  # the signal that stopped the run early
 
     @property
     def server_errors(self) -> int:
@@ -38,7 +49,11 @@ class FuzzReport:
     def summary(self) -> str:
         lines = [f"{self.cases} cases over {len(self.operations)} operations in {self.seconds:.0f} s; "
                  f"5xx responses: {self.server_errors}; distinct failures: {sum(self.failures.values())}",
-                 "statuses: " + ", ".join(f"{s} x{n}" for s, n in sorted(self.statuses.items()))]
+                 "statuses: " + ", ".join(f"{s} x{n}" for s, n in sorted(self.statuses.items())),
+                 f"cases with the run's key: {self.keyed} (answered 401: {self.keyed_unauthorized}); its own "
+                 f"revocation redirected {self.protected} times; key valid at the end: {self.key_valid_at_end}"]
+        if self.interrupted:
+            lines.insert(0, f"INTERRUPTED by {self.interrupted}: the report so far")
         lines += [f"  {check}: {n}" for check, n in sorted(self.failures.items())]
         lines += [f"  - {e}" for e in self.examples]
         lines += [f"  engine error: {e}" for e in self.errors]
@@ -85,12 +100,29 @@ OPERATIONS: list[dict[str, Any]] = [
 ]
 
 
+# The one operation that can make the run's key stop working (none changes a key's scopes or removes a tenant).
+REVOKE_KEY = ("DELETE", "/v1/admin/keys/{key_id}")
+# What a DELETE of the run's own key is sent as instead: a well-formed id of no key (a 404).
+NO_KEY = str(uuid.UUID(int=0))
+
+
 def fuzz(app: Any, key: str, *, max_examples: int, seed: int = 16, workers: int = 1,
-         max_time: int | None = None, stateful_steps: int = 10, coverage: bool = True) -> FuzzReport:
+         max_time: int | None = None, stateful_steps: int = 10, coverage: bool = True,
+         progress_every: float | None = None) -> FuzzReport:
     """Every phase (examples, coverage unless coverage=False, fuzzing, stateful) with every check, `max_examples`
-    per operation and phase, derandomized by `seed`; requests carry `key` as a bearer token."""
+    per operation and phase, derandomized by `seed`; requests carry `key` as a bearer token.
+
+    The key stays valid for the whole run: a DELETE of its own id (the stateful phase lists the tenant's keys
+    and revokes one it listed) is sent as a DELETE of an id of no key. SIGTERM, SIGHUP or Ctrl-C stop the
+    engine after the case in flight and return the report so far (a second one raises KeyboardInterrupt)."""
     import schemathesis
     from schemathesis.engine import events, from_schema
+    from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
+
+    from memsvc import tenancy
+
+    with app.state.sessions() as session:
+        key_id = str(tenancy.authenticate(session, key).key_id)
 
     config: dict[str, Any] = {
         "seed": seed, "workers": workers, "headers": {"Authorization": f"Bearer {key}"},
@@ -112,38 +144,140 @@ def fuzz(app: Any, key: str, *, max_examples: int, seed: int = 16, workers: int 
         return not _accepted_refusal(failure, response)
 
     report = FuzzReport()
+
+    # Why a hook on the call rather than re-minting the key on a 401: the cases stay as generated and every
+    # one of them runs with a valid key (a re-mint would count the 401 that revealed the revocation, and
+    # every request would need the new key), and the run's key is simply outside what the fuzzer may touch,
+    # as an operator's own key would be. before_call sees every case of every phase, the stateful phase's
+    # link-derived ids included; path-parameter filters apply only to generated values. The hook is global
+    # in schemathesis, so it is removed when the run ends.
+    def keep_the_run_key(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+        operation = case.operation
+        if (operation.method.upper(), operation.path) == REVOKE_KEY and \
+                str((case.path_parameters or {}).get("key_id", "")).strip().lower() == key_id:
+            case.path_parameters = {**case.path_parameters, "key_id": NO_KEY}
+            report.protected += 1
+
+    GLOBAL_HOOK_DISPATCHER.register_hook_with_name(keep_the_run_key, "before_call")
     seen: set[tuple[str, str]] = set()
-    started = time.monotonic()
-    for event in from_schema(schema).execute():
-        if isinstance(event, events.ScenarioFinished):
-            recorder = event.recorder
-            report.cases += len(recorder.cases)
-            report.seconds_by_operation[recorder.label] += event.elapsed_time
-            for case_id, node in recorder.cases.items():
-                report.operations.add(node.value.operation.label)
-                interaction = recorder.interactions.get(case_id)
-                if interaction is not None and interaction.response is not None:
-                    report.statuses[interaction.response.status_code] += 1
-                    report.slow_cases.append((interaction.response.elapsed, _exchange(node.value, interaction)))
-                for check in recorder.checks.get(case_id, []):
-                    if check.failure_info is None:
-                        continue
-                    failure = check.failure_info.failure
-                    identity = (check.name, f"{node.value.operation.label}: {failure.title}")
-                    if identity not in seen:
-                        seen.add(identity)
-                        report.failures[check.name] += 1
-                        report.examples.append(f"[{check.name}] {identity[1]}: {_exchange(node.value, interaction)}")
-        elif isinstance(event, events.NonFatalError):
-            report.errors.append(f"{event.label}: {event.info.message}"[:500])
-        elif isinstance(event, events.FatalError):
-            report.errors.append(f"fatal: {event.exception!r}"[:500])
-        elif isinstance(event, events.EngineFinished):
-            for failure in event.failures:
-                report.failures["after_run"] += 1
-                report.examples.append(f"[after_run] {failure.title}")
-    report.seconds = time.monotonic() - started
+    started = last_progress = time.monotonic()
+    stream = from_schema(schema).execute()
+    done = threading.Event()
+    crashed: list[BaseException] = []
+
+    def consume() -> None:
+        nonlocal last_progress
+        try:
+            for event in stream:
+                if isinstance(event, events.ScenarioFinished):
+                    _record(report, event, key, seen)
+                    if progress_every and time.monotonic() - last_progress >= progress_every:
+                        last_progress = time.monotonic()
+                        print(f"[{last_progress - started:.0f} s] {report.cases} cases, keyed {report.keyed} "
+                              f"(401: {report.keyed_unauthorized}), 5xx {report.server_errors}, "
+                              f"failures {sum(report.failures.values())}", file=sys.stderr, flush=True)
+                elif isinstance(event, events.NonFatalError):
+                    report.errors.append(f"{event.label}: {event.info.message}"[:500])
+                elif isinstance(event, events.FatalError):
+                    report.errors.append(f"fatal: {event.exception!r}"[:500])
+                elif isinstance(event, events.EngineFinished):
+                    for failure in event.failures or []:
+                        report.failures["after_run"] += 1
+                        report.examples.append(f"[after_run] {failure.title}")
+        except BaseException as exc:  # handed to the caller's thread
+            crashed.append(exc)
+        finally:
+            done.set()
+
+    # The engine's events are read in a thread of their own so that a signal is acted on at once: schemathesis'
+    # workers look at its stop flag only between cases, and the coverage phase can generate one operation's
+    # cases for minutes; a KeyboardInterrupt raised in the reading thread made schemathesis join its workers,
+    # so SIGTERM did not stop the run. Now the first signal asks the engine to stop; if it has not within
+    # STOP_GRACE seconds (or on a second signal), the run is left (its threads are daemons) with the report
+    # so far, and the caller's cleanup (the embedded Postgres) runs.
+    engine_thread = threading.Thread(target=consume, name="fuzz-engine", daemon=True)
+    try:
+        with _stop_on_signals(stream, report) as abandon:
+            engine_thread.start()
+            while not done.wait(0.5) and not abandon.is_set():
+                pass
+    finally:
+        GLOBAL_HOOK_DISPATCHER.unregister(keep_the_run_key)
+        report.seconds = time.monotonic() - started
+    if crashed:
+        raise crashed[0]
+    with app.state.sessions() as session:
+        try:
+            tenancy.authenticate(session, key)
+            report.key_valid_at_end = True
+        except Exception:
+            report.key_valid_at_end = False
     return report
+
+
+def _record(report: FuzzReport, event: Any, key: str, seen: set[tuple[str, str]]) -> None:
+    recorder = event.recorder
+    report.cases += len(recorder.cases)
+    report.seconds_by_operation[recorder.label] += event.elapsed_time
+    bearer = f"Bearer {key}"
+    for case_id, node in recorder.cases.items():
+        report.operations.add(node.value.operation.label)
+        interaction = recorder.interactions.get(case_id)
+        if interaction is not None and interaction.response is not None:
+            status = interaction.response.status_code
+            report.statuses[status] += 1
+            report.slow_cases.append((interaction.response.elapsed, _exchange(node.value, interaction)))
+            if _header(interaction.request.headers, "authorization") == bearer:
+                report.keyed += 1
+                report.keyed_unauthorized += status == 401
+        for check in recorder.checks.get(case_id, []):
+            if check.failure_info is None:
+                continue
+            failure = check.failure_info.failure
+            identity = (check.name, f"{node.value.operation.label}: {failure.title}")
+            if identity not in seen:
+                seen.add(identity)
+                report.failures[check.name] += 1
+                report.examples.append(f"[{check.name}] {identity[1]}: {_exchange(node.value, interaction)}")
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for k, v in (headers or {}).items():
+        if k.lower() == name:
+            return v[0] if isinstance(v, list) and v else v  # type: ignore[no-any-return]
+    return None
+
+
+STOP_GRACE = 10.0  # seconds the engine has to stop after a signal before the run is left as it is
+
+
+@contextmanager
+def _stop_on_signals(stream: Any, report: FuzzReport) -> Iterator[threading.Event]:
+    """The first SIGINT/SIGTERM/SIGHUP asks the engine to stop (it finishes the case in flight, then the run);
+    the event it yields is set STOP_GRACE seconds later, or at a second signal: time to leave the run."""
+    abandon = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield abandon
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if report.interrupted:
+            abandon.set()
+            return
+        report.interrupted = signal.Signals(signum).name
+        print(f"{report.interrupted}: stopping (within {STOP_GRACE:.0f} s; again to stop now)", file=sys.stderr,
+              flush=True)
+        stream.stop()
+        timer = threading.Timer(STOP_GRACE, abandon.set)
+        timer.daemon = True
+        timer.start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield abandon
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _exchange(case: Any, interaction: Any) -> str:
@@ -174,10 +308,10 @@ def main() -> None:
     parser.add_argument("--max-time", type=int, default=None, help="stop after this many seconds")
     parser.add_argument("--max-batch-items", type=int, default=None,
                         help="the deployment's MEMSVC_MAX_BATCH_ITEMS (default 1000: a full batch embeds for ~45 s)")
+    parser.add_argument("--progress", type=float, default=60, help="a progress line on stderr every this many s")
     args = parser.parse_args()
 
     import tempfile
-    import uuid
 
     from fastapi.testclient import TestClient
     from harness import bench_database_url
@@ -203,11 +337,13 @@ def main() -> None:
             key = client.post("/v1/admin/keys", headers=auth, json={
                 "scopes": ["read", "write", "admin", "root"], "tenant_id": tenant["id"]}).json()["key"]
             report = fuzz(app, key, max_examples=args.max_examples, seed=args.seed, workers=args.workers,
-                          max_time=args.max_time)
+                          max_time=args.max_time, progress_every=args.progress)
         engine.dispose()
     print(report.summary())
     for elapsed, case in sorted(report.slow_cases, key=lambda c: c[0], reverse=True)[:5]:
         print(f"slow: {elapsed:.2f} s {case[:400]}")
+    if report.interrupted:
+        sys.exit(128 + signal.Signals[report.interrupted].value)
 
 
 if __name__ == "__main__":
