@@ -156,7 +156,8 @@ def parse_request(body: bytes) -> ChatRequest:
     if unknown:
         raise ChatError(400, f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
                         code="unknown_parameter")
-    wrong = chat_params.problem({k: v for k, v in (parsed.model_extra or {}).items() if k in PASSTHROUGH})
+    params = chat_params.as_sent(dict(parsed.model_extra or {}))  # checked below as it will be sent
+    wrong = chat_params.problem(params)
     if wrong is not None:
         raise ChatError(400, f"Invalid '{wrong[0]}': {wrong[1]}.", param=wrong[0], code="invalid_value")
     api_base = (parsed.model_extra or {}).get("api_base")
@@ -190,7 +191,7 @@ def parse_request(body: bytes) -> ChatRequest:
                 raise ChatError(400, exc.message, param=f"memsvc.{name}", code="invalid_value") from None
     return ChatRequest(
         model=parsed.model, messages=[m.model_dump(exclude_none=True) for m in parsed.messages],
-        stream=parsed.stream, options=options, params=chat_params.as_sent(dict(parsed.model_extra or {})),
+        stream=parsed.stream, options=options, params=params,
     )
 
 

@@ -120,9 +120,10 @@ def as_sent(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def problem(params: dict[str, Any]) -> tuple[str, str] | None:
-    """(parameter, what is wrong) for the first passthrough parameter of the wrong type, else None."""
+    """(parameter, what is wrong) for the first passthrough parameter of the wrong type, else None. `params` is
+    as_sent()'s result: what is checked is what will be sent, normalised once."""
     try:
-        OpenAIParams.model_validate(json_numbers(OpenAIParams, params))
+        OpenAIParams.model_validate({k: v for k, v in params.items() if k in PASSTHROUGH})
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = error.get("loc", ())
