@@ -197,7 +197,7 @@ def fuzz(app: Any, key: str, *, max_examples: int, seed: int = 16, workers: int 
     # so far, and the caller's cleanup (the embedded Postgres) runs.
     engine_thread = threading.Thread(target=consume, name="fuzz-engine", daemon=True)
     try:
-        with _stop_on_signals(stream, report) as abandon:
+        with without_local_constants(), _stop_on_signals(stream, report) as abandon:
             engine_thread.start()
             while not done.wait(0.5) and not abandon.is_set():
                 pass
@@ -246,6 +246,29 @@ def _header(headers: Any, name: str) -> str | None:
         if k.lower() == name:
             return v[0] if isinstance(v, list) and v else v  # type: ignore[no-any-return]
     return None
+
+
+@contextmanager
+def without_local_constants() -> Iterator[None]:
+    """Hypothesis (6.131 on) mixes into what it draws constants it reads from the source of every imported
+    module outside site-packages: this repository's, the test modules a pytest session has loaded, untracked
+    files. So the cases depended on the working tree and on what else had been imported, not on the seed
+    alone (database=None does not cover it: nothing is stored). Within this block it draws from its own
+    constants only. Hypothesis has no setting for this; its private hook is replaced, when it exists."""
+    from hypothesis.internal.conjecture import providers
+
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None:
+        yield
+        return
+    none = providers.Constants()
+    providers._get_local_constants = lambda: none
+    providers.CONSTANTS_CACHE.cache.clear()  # the allowed constants per type, computed with the local ones
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        providers.CONSTANTS_CACHE.cache.clear()
 
 
 STOP_GRACE = 10.0  # seconds the engine has to stop after a signal before the run is left as it is

@@ -9,6 +9,7 @@ state are listed, each with its reason, in bench/fuzz.py (ACCEPTED_REFUSALS, OPE
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from fuzz import MockModel, fuzz  # noqa: E402
+from fuzz import MockModel, fuzz, without_local_constants  # noqa: E402
 
 pytest.importorskip("schemathesis")
 
@@ -62,3 +63,32 @@ def test_schemathesis_with_every_check_finds_nothing(fuzz_app, make_tenant) -> N
     assert not report.errors, report.summary()
     assert report.server_errors == 0, report.summary()
     assert not report.failures, report.summary()
+
+
+def test_the_cases_are_the_seeds_alone(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Hypothesis draws constants from the source of the local modules imported so far; under fuzz()'s
+    without_local_constants a local module imported between two derandomized runs (an edited or untracked file
+    of a working tree, another test module) changes nothing. Without it the two runs differ."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def draws() -> list[str]:
+        seen: list[str] = []
+
+        @settings(derandomize=True, database=None, max_examples=300)
+        @given(st.text())
+        def draw(text: str) -> None:
+            seen.append(text)
+
+        draw()
+        return seen
+
+    (tmp_path / "fuzz_local_constants.py").write_text('ONE = "a local constant"\nTWO = 123456789\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fuzz_local_constants", raising=False)
+    with without_local_constants():
+        before = draws()
+        importlib.import_module("fuzz_local_constants")
+        after = draws()
+    sys.modules.pop("fuzz_local_constants", None)
+    assert before == after
