@@ -331,6 +331,8 @@ def main() -> None:
     parser.add_argument("--max-time", type=int, default=None, help="stop after this many seconds")
     parser.add_argument("--max-batch-items", type=int, default=None,
                         help="the deployment's MEMSVC_MAX_BATCH_ITEMS (default 1000: a full batch embeds for ~45 s)")
+    parser.add_argument("--no-coverage", action="store_true",
+                        help="leave out the coverage phase (it can spend many minutes generating one case)")
     parser.add_argument("--progress", type=float, default=60, help="a progress line on stderr every this many s")
     args = parser.parse_args()
 
@@ -360,7 +362,7 @@ def main() -> None:
             key = client.post("/v1/admin/keys", headers=auth, json={
                 "scopes": ["read", "write", "admin", "root"], "tenant_id": tenant["id"]}).json()["key"]
             report = fuzz(app, key, max_examples=args.max_examples, seed=args.seed, workers=args.workers,
-                          max_time=args.max_time, progress_every=args.progress)
+                          max_time=args.max_time, progress_every=args.progress, coverage=not args.no_coverage)
         engine.dispose()
     print(report.summary())
     for elapsed, case in sorted(report.slow_cases, key=lambda c: c[0], reverse=True)[:5]:
