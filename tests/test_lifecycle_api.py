@@ -87,6 +87,27 @@ def test_feedback_reinforces_or_weakens(client, make_tenant) -> None:  # type: i
                        ).status_code == 404
 
 
+def test_negative_feedback_under_a_factor_that_underflows_floors_the_strength(client, make_tenant) -> None:  # type: ignore[no-untyped-def]
+    """0.05 (the floor) * 5e-324 underflows a double to 0, which Postgres refuses ('value out of range:
+    underflow'): the second negative feedback was a 500 (found by the long fuzz run, bench/fuzz.py). Any factor
+    that takes the strength below the floor floors it."""
+    from memsvc.lifecycle.retention import MIN_STRENGTH
+
+    key = make_tenant()
+    for factor in (5e-324, 1e-300, 1e-6):
+        m = _memory(client, key, importance=1.0)  # strength 5
+        assert client.patch("/v1/policy", json={"negative_feedback_factor": factor}, headers=auth(key)
+                            ).status_code == 200
+        for _ in range(2):  # the first takes it to the floor, the second multiplies the floor
+            r = client.post(f"/v1/memories/{m['id']}/feedback", json={"useful": False}, headers=auth(key))
+            assert r.status_code == 200, r.text
+            assert r.json()["strength"] == pytest.approx(MIN_STRENGTH)
+    m = _memory(client, key, importance=1.0)
+    client.patch("/v1/policy", json={"negative_feedback_factor": 0.1}, headers=auth(key))
+    r = client.post(f"/v1/memories/{m['id']}/feedback", json={"useful": False}, headers=auth(key))
+    assert r.json()["strength"] == pytest.approx(0.5)  # above the floor: strength * factor, as before
+
+
 def test_weaken_memory_says_whether_it_weakened_one(client, make_tenant, engine) -> None:  # type: ignore[no-untyped-def]
     """Its answer comes from RETURNING: rowcount is -1 for some statements with this driver pairing (truthy)."""
     from memsvc.db import session_scope

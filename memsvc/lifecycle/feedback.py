@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from memsvc.lifecycle.policy import get_policy
 from memsvc.lifecycle.retention import MIN_STRENGTH, retention_sql
-from memsvc.lifecycle.tiers import TIERS, Tier, TierPolicy
+from memsvc.lifecycle.tiers import STRENGTH_CAP, TIERS, Tier, TierPolicy
 from memsvc.models import Memory
 from memsvc.scoping import MemoryScope
 
@@ -84,7 +84,9 @@ def weaken_memory(
     """Negative feedback: strength *= negative_feedback_factor (floored). The memory then fades
     sooner; it is not deleted or demoted right away (the decay pass does that in its time)."""
     policy = policy or get_policy(session, scope.tenant_id)
-    factor = literal(policy.negative_feedback_factor, Float)
+    # A factor below MIN_STRENGTH / STRENGTH_CAP floors every strength anyway; raised to that, the product
+    # cannot underflow a double (0.05 * 5e-324 does: Postgres refuses it, a 500 found by the fuzz run).
+    factor = literal(max(policy.negative_feedback_factor, MIN_STRENGTH / STRENGTH_CAP), Float)
     # RETURNING, not rowcount: this driver pairing reports -1 for some statements, which is truthy.
     weakened = session.scalar(
         update(Memory).where(*scope.where(), Memory.id == memory_id)

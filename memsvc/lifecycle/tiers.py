@@ -47,6 +47,9 @@ IMPORTANCE_BASE = 0.75
 IMPORTANCE_SPAN = 0.5
 
 
+STRENGTH_CAP = 10_000.0  # the largest max_strength a policy may set: no memory is stronger
+
+
 class TierPolicy(BaseModel):
     """Per-tenant lifecycle policy (GET/PUT /v1/policy). Defaults are the embedded default.
 
@@ -60,7 +63,7 @@ class TierPolicy(BaseModel):
     tau0_days: float = Field(30.0, gt=0, le=36_500, description="Time constant of the forgetting "
                              "curve at strength 1: retention falls to 1/e after tau0 * strength days.")
     alpha: float = Field(1.0, ge=0, le=100, description="Reinforcement gain: strength += alpha * (1 - R).")
-    max_strength: float = Field(50.0, ge=1, le=10_000, description="Cap on strength after reinforcement.")
+    max_strength: float = Field(50.0, ge=1, le=STRENGTH_CAP, description="Cap on strength after reinforcement.")
     negative_feedback_factor: float = Field(0.5, gt=0, le=1, description="Strength multiplier on "
                                             "negative feedback.")
     summary_threshold: float = Field(0.5, gt=0, le=1, description="Demote to summary below this score.")
