@@ -170,7 +170,7 @@ def parse_request(body: bytes) -> ChatRequest:
         if message.content is None and message.role != "assistant":  # only an assistant's tool call may omit it
             raise ChatError(400, f"Missing required parameter: 'messages[{i}].content'.",
                             param=f"messages[{i}].content", code="missing_required_parameter")
-        wrong_part = chat_params.part_problem(message.content)
+        wrong_part = chat_params.part_problem(message.content, message.role)
         if wrong_part is not None:
             raise ChatError(400, f"Invalid 'messages[{i}].content': {wrong_part}.", param=f"messages[{i}].content",
                             code="invalid_value")

@@ -96,13 +96,14 @@ class OpenAIParams(BaseModel):
 
 
 PASSTHROUGH = frozenset(OpenAIParams.model_fields)
-# The kinds of part a message's content may be a list of (OpenAI's); a text part's text is a string.
+# The kinds of part a message's content may be a list of (OpenAI's); a text part's text is a string, and a
+# refusal part (its refusal a string) is an assistant's only.
 PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 
 
-def part_problem(content: Any) -> str | None:
+def part_problem(content: Any, role: str | None = None) -> str | None:
     """What is wrong with a message content given as a list of parts, else None (litellm failed on parts of
-    no OpenAI shape, which the server answered 502)."""
+    no OpenAI shape, which the server answered 502: a refusal part in a user's message, for one)."""
     if not isinstance(content, list):
         return None
     for i, part in enumerate(content):
@@ -110,6 +111,10 @@ def part_problem(content: Any) -> str | None:
             return f"part {i} must have a type, one of {', '.join(PART_TYPES)}"
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             return f"part {i} is a text part without a text string"
+        if part["type"] == "refusal" and role != "assistant":
+            return f"part {i} is a refusal, which only an assistant's message may have"
+        if part["type"] == "refusal" and not isinstance(part.get("refusal"), str):
+            return f"part {i} is a refusal part without a refusal string"
     return None
 
 

@@ -168,6 +168,19 @@ def test_a_message_without_content_is_a_400_not_an_upstream_error(chat_server, m
     assert model.calls == []  # refused before any model call
 
 
+@pytest.mark.parametrize("part", [{"type": "refusal", "refusal": "no"}, {"type": "refusal"}])
+def test_a_refusal_part_outside_an_assistants_message_is_a_400(chat_server, model, make_tenant, part) -> None:  # type: ignore[no-untyped-def]
+    # OpenAI's refusal part is an assistant's; in a user's message litellm refused it ('Invalid user message
+    # at index 1'): a 502 (found by the long fuzz run, bench/fuzz.py).
+    reader = make_tenant(("read",))
+    r = httpx.post(f"{chat_server[0].url}/v1/chat/completions", headers={"Authorization": f"Bearer {reader}"},
+                   json={"model": MODEL, "messages": [{"role": "user", "content": "hello"},
+                                                      {"role": "user", "content": [part]}],
+                         "memsvc": {"remember": False}}, timeout=120)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[1].content", r.text
+    assert model.calls == []
+
+
 def test_restricted_key_cannot_chat_as_another_user(chat_server, model, make_tenant) -> None:  # type: ignore[no-untyped-def]
     only_jo = make_tenant(("read", "write"), user_ids=["jo"])
     with pytest.raises(openai.PermissionDeniedError, match="user_ids jo"):

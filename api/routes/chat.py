@@ -50,7 +50,8 @@ _OPENAPI_BODY = {
                     "role": {"enum": sorted(chat.ROLES)},
                     "content": {"anyOf": [_TEXT, {"type": "null"}, {"type": "array", "items": {
                         "type": "object", "required": ["type"], "properties": {
-                            "type": {"enum": list(PART_TYPES)}, "text": _TEXT}}}]}}},
+                            "type": {"enum": list(PART_TYPES)}, "text": _TEXT},
+                        "description": "A refusal part (with a refusal string) only in an assistant's message."}}]}}},
                 "contains": {"type": "object", "required": ["role", "content"], "properties": {
                     "role": {"const": "user"}, "content": {"type": "string", "pattern": NOT_BLANK}}},
                 "description": "At least one user message with text.",
