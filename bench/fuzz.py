@@ -75,7 +75,9 @@ ACCEPTED_REFUSALS: dict[str, str] = {
     "not_qualified": "whether a memory qualifies for memory tokens is its state (kind, length) under the policy",
     # OpenAI's parameters go to the provider as sent; which models and values a provider takes is litellm's.
     "model_not_found": "whether litellm knows the provider of a model name is litellm's",
-    "invalid_value": "OpenAI's parameters are passed to the model as sent; which values it takes is the provider's",
+    "invalid_value": "OpenAI's parameters are passed to the model as sent; which values it takes is the provider's; "
+                     "and which content parts a message's role may have (a refusal is an assistant's) is a "
+                     "relation between two fields",
     "missing_required_parameter": "a chat message's content is required unless it is an assistant's (a tool "
                                   "call): a relation between two fields",
 }
