@@ -58,7 +58,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
     """Bind host:port now, before anything starts, and hand the socket to the server later. It does not listen
     yet, so a client that comes early is refused instead of waiting for a server still starting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP,
+    # and accepted connections inherit this one's. With Nagle on, a response written as headers then body waits
+    # for the client's delayed ACK of the headers: ~40 ms on every request after the first on a kept-alive
+    # connection (GET /healthz 44 ms instead of ~2; bench/latency.py, docs/benchmarks.md).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
