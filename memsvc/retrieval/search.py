@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -188,26 +189,40 @@ def _prefer_graph(session: Session, scope: MemoryScope, filters: SearchFilters, 
     return n_scope >= settings.graph_scan_min_rows and n_scope >= settings.graph_scan_min_share * _table_rows(session)
 
 
-def _nearest(session: Session, where: Where, vector: list[float] | str, k: int, *, graph: bool,
-             planner: tuple[str, str], column: str = "embedding", operator: str = "<=>", cast: str = "vector",
-             ) -> list[tuple[uuid.UUID, float]]:
-    """The k nearest (id, cosine distance) in the scope. With `graph`, bitmap and sequential scans are off
-    for this statement (then put back), which leaves the HNSW index scan as the planner's choice."""
+@dataclass(frozen=True)
+class Nearest:
+    """One nearest-neighbour list: the k rows of the scope with the smallest `column operator vector`."""
+
+    vector: str  # the query vector in pgvector's text form, cast to `cast` in the statement
+    k: int
+    column: str = "embedding"
+    operator: str = "<=>"
+    cast: str = "vector"
+
+
+_GRAPH_ON = ("SELECT set_config('enable_bitmapscan', 'off', true) AS bitmap, "
+             "set_config('enable_seqscan', 'off', true) AS seq")
+_GRAPH_OFF = ("SELECT set_config('enable_bitmapscan', %(p_bitmap)s, true) AS bitmap, "
+              "set_config('enable_seqscan', %(p_seq)s, true) AS seq")
+
+
+def _nearest(session: Session, where: Where, lists: Sequence[Nearest], *, graph: bool, planner: tuple[str, str],
+             ) -> list[list[tuple[uuid.UUID, float]]]:
+    """Each list's k nearest (id, distance) in the scope, all in one round trip. With `graph`, bitmap and
+    sequential scans are off for these statements (then put back, in the same round trip), which leaves the
+    HNSW index scan as the planner's choice. (An error aborts the transaction, so nothing after it runs
+    either way.)"""
+    statements: list[sqltext.Statement] = [(_GRAPH_ON, None, {})] if graph else []
+    for n in lists:
+        statements.append((
+            f"SELECT memories.id, memories.{n.column} {n.operator} %(p_vec)s::{n.cast} AS d FROM memories "
+            f"WHERE {where.sql} AND memories.{n.column} IS NOT NULL "
+            f"ORDER BY memories.{n.column} {n.operator} %(p_vec)s::{n.cast} LIMIT %(p_k)s",
+            where, {"p_vec": n.vector, "p_k": int(n.k)}))
     if graph:
-        sqltext.rows(session, "SELECT set_config('enable_bitmapscan', 'off', true) AS bitmap, "
-                              "set_config('enable_seqscan', 'off', true) AS seq")
-    try:
-        found = sqltext.rows(
-            session, f"SELECT memories.id, memories.{column} {operator} %(p_vec)s::{cast} AS d FROM memories "
-                     f"WHERE {where.sql} AND memories.{column} IS NOT NULL "
-                     f"ORDER BY memories.{column} {operator} %(p_vec)s::{cast} LIMIT %(p_k)s",
-            where, p_vec=vector if isinstance(vector, str) else sqltext.vector_text(vector), p_k=int(k))
-    finally:
-        if graph:
-            sqltext.rows(session, "SELECT set_config('enable_bitmapscan', %(p_bitmap)s, true) AS bitmap, "
-                                  "set_config('enable_seqscan', %(p_seq)s, true) AS seq",
-                         p_bitmap=planner[0], p_seq=planner[1])
-    return [(row.id, float(row.d)) for row in found]
+        statements.append((_GRAPH_OFF, None, {"p_bitmap": planner[0], "p_seq": planner[1]}))
+    found = sqltext.pipelined(session, statements)
+    return [[(row.id, float(row.d)) for row in rows] for rows in (found[1:-1] if graph else found)]
 
 
 def _with_archived(session: Session, scope: MemoryScope, vector: list[float], clauses: list[Any],
@@ -260,33 +275,53 @@ def sparse_list(session: Session, scope: MemoryScope, clauses: list[Any], where:
     return _spread_to_neighbours(session, scope, where, own, settings), dict(own)
 
 
+def _dense_spec(vector: list[float] | None, settings: RetrievalSettings) -> Nearest | None:
+    return None if vector is None or settings.dense_k <= 0 else Nearest(sqltext.vector_text(vector), settings.dense_k)
+
+
+def _learned_spec(terms: SparseVector | None, dim: int, settings: RetrievalSettings) -> Nearest | None:
+    if not terms or settings.learned_sparse_k <= 0:
+        return None
+    return Nearest(sparse_text(terms, dim), settings.learned_sparse_k, "sparse_embedding", "<#>", "sparsevec")
+
+
+def nearest_lists(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, vector: list[float] | None,
+                  terms: SparseVector | None, dim: int, filters: SearchFilters, settings: RetrievalSettings,
+                  planner: tuple[str, str],
+                  ) -> tuple[list[tuple[uuid.UUID, float]] | None, list[tuple[uuid.UUID, float]] | None]:
+    """The dense list ((id, cosine distance) nearest first; None without a vector or with dense_k 0) and the
+    learned-sparse list ((id, SPLADE inner product) best first; None without query terms or with
+    learned_sparse_k 0, [] for a query with no term), both statements in one round trip.
+
+    Large scopes walk the HNSW graphs (`vector_cosine_ops`, `sparsevec_ip_ops`; `<#>` is the negative inner
+    product), small ones compare every vector of the scope (see _prefer_graph)."""
+    specs = {name: spec for name, spec in (("dense", _dense_spec(vector, settings)),
+                                           ("learned", _learned_spec(terms, dim, settings))) if spec is not None}
+    found: dict[str, list[tuple[uuid.UUID, float]]] = {}
+    if specs:
+        graph = _prefer_graph(session, scope, filters, clauses, settings)
+        found = dict(zip(specs, _nearest(session, where, list(specs.values()), graph=graph, planner=planner),
+                         strict=True))
+    dense = found.get("dense")
+    if dense is not None and filters.include_archived:
+        dense = _with_archived(session, scope, vector, clauses, dense, settings.dense_k)  # type: ignore[arg-type]
+    learned = None if terms is None or settings.learned_sparse_k <= 0 else [
+        (i, -d) for i, d in found.get("learned", []) if d < 0]  # no term shared with the query: 0, not a match
+    return dense, learned
+
+
 def dense_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, vector: list[float] | None,
                filters: SearchFilters, settings: RetrievalSettings, planner: tuple[str, str],
                ) -> list[tuple[uuid.UUID, float]] | None:
-    if vector is None or settings.dense_k <= 0:
-        return None
-    graph = _prefer_graph(session, scope, filters, clauses, settings)
-    found = _nearest(session, where, vector, settings.dense_k, graph=graph, planner=planner)
-    if filters.include_archived:
-        found = _with_archived(session, scope, vector, clauses, found, settings.dense_k)
-    return found
+    return nearest_lists(session, scope, clauses, where, vector, None, 0, filters, settings, planner)[0]
 
 
 def learned_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, terms: SparseVector | None,
                  dim: int, filters: SearchFilters, settings: RetrievalSettings, planner: tuple[str, str],
                  ) -> list[tuple[uuid.UUID, float]] | None:
     """The learned_sparse_k memories of the scope with the largest inner product of SPLADE term weights
-    with the query's (`<#>` is its negative). Like the dense list: the HNSW graph (sparsevec_ip_ops) for
-    large scopes, every vector of the scope compared for small ones (see _nearest)."""
-    if terms is None or settings.learned_sparse_k <= 0:
-        return None
-    if not terms:
-        return []
-    graph = _prefer_graph(session, scope, filters, clauses, settings)
-    found = _nearest(session, where, sparse_text(terms, dim), settings.learned_sparse_k, graph=graph,
-                     planner=planner, column="sparse_embedding", operator="<#>", cast="sparsevec")
-    # Memories that share no term with the query have an inner product of 0: not a match.
-    return [(i, -d) for i, d in found if d < 0]
+    with the query's (see nearest_lists)."""
+    return nearest_lists(session, scope, clauses, where, None, terms, dim, filters, settings, planner)[1]
 
 
 def candidates(session: Session, where: Where, lists: Lists, settings: RetrievalSettings,
@@ -415,30 +450,49 @@ def search(
     pool_settings = settings.with_(dense_k=max(settings.dense_k, limit),
                                    sparse_k=max(settings.sparse_k, limit) if mode == "sparse" else settings.sparse_k)
     where = sqltext.where_of(session, clauses)
+    steps: dict[str, float] = {}  # each SQL step's ms (the breakdown of sql_ms that bench/latency.py prints)
+    mark = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now_ = time.perf_counter()
+        steps[name] = steps.get(name, 0.0) + (now_ - mark) * 1e3
+        mark = now_
+
     prepared = prepare(session, scope.tenant_id, query_text, pool_settings)
+    step("prepare_ms")
     sparse, own_bm25 = (None, {}) if mode == "dense" else sparse_list(
         session, scope, clauses, where, prepared.terms, filters, pool_settings)
+    step("fulltext_ms")
     waited = time.perf_counter()
     vector, embed_ms = embedding.result() if embedding is not None else (None, 0.0)
     query_terms, learned_ms = learning.result() if learning is not None else (None, 0.0)
     waited = time.perf_counter() - waited
-    learned = None if learned_encoder is None else learned_list(
-        session, scope, clauses, where, query_terms, learned_encoder.dim, filters, pool_settings, prepared.planner)
+    mark = time.perf_counter()
+    # Both nearest-neighbour statements in one round trip.
+    dense, learned = nearest_lists(session, scope, clauses, where, vector, query_terms,
+                                   learned_encoder.dim if learned_encoder is not None else 0, filters,
+                                   pool_settings, prepared.planner)
+    step("nearest_sql_ms")
 
-    def ranked_for(vector: list[float] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
-        dense = dense_list(session, scope, clauses, where, vector, filters, pool_settings, prepared.planner)
-        return candidates(session, where, Lists(dense, sparse, own_bm25, learned), pool_settings, now)
+    def ranked_for(dense: list[tuple[uuid.UUID, float]] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
+        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned), pool_settings, now)
+        step("rows_sql_ms")
+        return found
 
-    ranked, rows = ranked_for(vector)
+    ranked, rows = ranked_for(dense)
     named = named_in(query_text)
     ordered = _hybrid_order(ranked, settings, named) if mode == "hybrid" else rrf_only(ranked, mode)
+    step("fuse_ms")
     if mode == "hybrid" and settings.prf_docs > 0 and vector is not None and ordered:
         # Pseudo-relevance feedback (Rocchio): move the query vector toward the best first-pass hits and
         # search again; finds turns that answer the question without sharing its words.
         vecs = [c.embedding for c in ordered[: settings.prf_docs] if c.embedding is not None]
         if vecs:
             moved = np.asarray(vector, dtype=np.float32) + settings.prf_weight * np.mean(vecs, axis=0)
-            ranked, rows = ranked_for((moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist())
+            ranked, rows = ranked_for(dense_list(
+                session, scope, clauses, where, (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist(), filters,
+                pool_settings, prepared.planner))
             ordered = _hybrid_order(ranked, settings, named)
     t1 = time.perf_counter()
     hits, duplicates = mmr(ordered, limit, settings)
@@ -446,5 +500,5 @@ def search(
     # The embedding ran beside the full-text statements: sql_ms leaves out only the wait for it.
     timings = {"embed_ms": embed_ms, "learned_sparse_encode_ms": learned_ms, "embed_wait_ms": waited * 1e3,
                "sql_ms": (t1 - t0 - waited) * 1e3,
-               "rank_ms": (t2 - t1) * 1e3}
+               "rank_ms": (t2 - t1) * 1e3, **steps}
     return SearchOutcome(hits=hits, duplicates=duplicates, rows=rows, timings=timings)

@@ -59,6 +59,29 @@ def rows(session: Session, sql: str, where: Where | None = None, **params: Any) 
         return cursor.fetchall()
 
 
+Statement = tuple[str, "Where | None", Mapping[str, Any]]
+
+
+def pipelined(session: Session, statements: Sequence[Statement]) -> list[list[Any]]:
+    """Several statements that do not need each other's results, sent in one round trip (psycopg's pipeline
+    mode), each one's rows in order; otherwise as `rows`. On a loaded 2-core machine a round trip is 2-3 ms
+    of waiting to be scheduled, whatever the statement: the planner switches around the nearest-neighbour
+    scans cost as much as the scans. An error in any of them is raised here (the transaction is then
+    aborted, as with `rows`)."""
+    connection = session.connection().connection.driver_connection
+    cursors = []
+    try:
+        with connection.pipeline():  # type: ignore[union-attr]
+            for sql, where, params in statements:
+                cursor = connection.cursor(binary=True, row_factory=namedtuple_row)  # type: ignore[union-attr]
+                cursors.append(cursor)
+                cursor.execute(sql, {**where.params, **params} if where is not None else dict(params))
+        return [cursor.fetchall() for cursor in cursors]  # leaving the block waited for every result
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
 def vector_text(vector: Sequence[float]) -> str:
     """pgvector's text form; the statement casts it (%(p_vec)s::vector)."""
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
