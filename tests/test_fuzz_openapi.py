@@ -63,6 +63,8 @@ def test_schemathesis_with_every_check_finds_nothing(fuzz_app, make_tenant) -> N
     assert not report.errors, report.summary()
     assert report.server_errors == 0, report.summary()
     assert not report.failures, report.summary()
+    # The stateful phase lists the tenant's keys and revokes one it listed: never the run's own.
+    assert report.keyed_unauthorized == 0 and report.key_valid_at_end, report.summary()
 
 
 def test_the_cases_are_the_seeds_alone(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
