@@ -100,6 +100,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rank-power-1.5": {"rank_value_power": 1.5},
     "rank-power-2": {"rank_value_power": 2.0},
     "dense-w2": {"dense_weight": 2.0},
+    # Speaker signals alone (metadata speaker named by the query), without the session ones.
+    "speaker-boost": {"speaker_boost": 1.0},
+    "speaker-signals": {"speaker_boost": 1.0, "other_speaker_penalty": 0.7},
 }
 
 

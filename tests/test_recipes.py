@@ -37,10 +37,12 @@ def _write(client, key: str, items: list[dict]) -> list[str]:  # type: ignore[no
 # ---- recipes as data -------------------------------------------------------------------------------
 def test_general_assumes_nothing_and_conversation_adds_the_chat_signals() -> None:
     plain = GENERAL.settings
+    # No speaker, length or neighbour signal in general: only session context, which needs a writer-set
+    # session id and so does nothing for notes and documents.
     assert (plain.speaker_boost, plain.length_weight, plain.other_speaker_penalty, plain.session_text_weight,
-            plain.session_weight, plain.sparse_neighbour_weight) == (0, 0, 0, 0, 0, 0)
-    assert set(CONVERSATION.changed()) >= {"speaker_boost", "length_weight", "session_weight"}
-    assert GENERAL.changed() == {"learned_sparse_k": 60}  # the SPLADE list on; nothing conversational
+            plain.sparse_neighbour_weight) == (0, 0, 0, 0, 0)
+    assert set(CONVERSATION.changed()) >= {"speaker_boost", "length_weight", "sparse_neighbour_weight"}
+    assert set(GENERAL.changed()) == {"learned_sparse_k", "session_weight"}
 
 
 def test_a_recipes_file_adds_named_variants_and_rejects_unknown_settings(tmp_path: Path) -> None:
