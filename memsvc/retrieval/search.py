@@ -316,14 +316,6 @@ def dense_list(session: Session, scope: MemoryScope, clauses: list[Any], where: 
     return nearest_lists(session, scope, clauses, where, vector, None, 0, filters, settings, planner)[0]
 
 
-def learned_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, terms: SparseVector | None,
-                 dim: int, filters: SearchFilters, settings: RetrievalSettings, planner: tuple[str, str],
-                 ) -> list[tuple[uuid.UUID, float]] | None:
-    """The learned_sparse_k memories of the scope with the largest inner product of SPLADE term weights
-    with the query's (see nearest_lists)."""
-    return nearest_lists(session, scope, clauses, where, None, terms, dim, filters, settings, planner)[1]
-
-
 def candidates(session: Session, where: Where, lists: Lists, settings: RetrievalSettings,
                now: datetime) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
     """The candidate rows of both lists in one statement (inside `where`, which carries the caller's
