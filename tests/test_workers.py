@@ -36,6 +36,10 @@ def broker(client, redis_url: str, database_url: str, state_dir: Path) -> Iterat
         **os.environ, "MEMSVC_DATABASE_URL": database_url, "MEMSVC_REDIS_URL": redis_url,
         "MEMSVC_CELERY_QUEUE": queue, "MEMSVC_STATE_DIR": str(state_dir / queue),
         "MEMSVC_LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        # The database is shared by the whole test session, and jobs other tests queued (with no worker) are stale
+        # by now: a worker would re-dispatch them all at start and the job under test waits behind minutes of
+        # them. Orphaned *running* jobs are still recovered at once, which is what the kill test exercises.
+        "MEMSVC_JOB_REQUEUE_AFTER_S": "86400",
     }
     env.pop("MEMSVC_LLM_MODEL", None)  # the built-in: offline and deterministic
     previous = getattr(client.app.state, "job_queue", None)
