@@ -168,6 +168,9 @@ def start_service(tmp: Path) -> tuple[Any, Any, str]:
     with session_scope(engine) as session:
         tenancy.bootstrap(session, root)
     app = create_app(Settings(database_url=url, state_dir=tmp), engine)
+    # Contexts reinforce the memories they use, which changes retention and so the next run's ranking: runs
+    # and variants on one database would depend on their order. A benchmark measures; it does not reinforce.
+    app.state.retrieval.usage = None
     return app, TestClient(app), root
 
 
