@@ -51,6 +51,9 @@ _TERMINALS = frozenset(".!?…‼⁇⁈⁉؟।") | _WIDE
 _PAIRS = {"(": ")", "[": "]", "{": "}", "“": "”", "„": "“", "«": "»", "「": "」", "『": "』", "（": "）",
           "【": "】", "‹": "›"}
 _SYMMETRIC = frozenset('"`')  # straight quotes and code spans open and close with the same mark
+# The only characters split_units acts on; it jumps over everything else (a long text is mostly that).
+_MARKS = re.compile("[" + re.escape("".join(sorted({"\n", *_TERMINALS, *_SYMMETRIC, *_PAIRS, *_PAIRS.values()})))
+                    + "]")
 _ABBREVIATIONS = _wordset("""
 mr mrs ms mx dr prof sr jr st mt ave blvd rd vs etc approx appt apt dept est fig figs inc ltd co corp no nos
 vol vols pp sec al cf jan feb mar apr jun jul aug sep sept oct nov dec gen col capt lt sgt rev hon gov sen
@@ -206,7 +209,8 @@ def split_units(text: str) -> list[Unit]:
                 cuts.append(j)
             i = j
             continue
-        i += 1
+        mark = _MARKS.search(text, i + 1)
+        i = mark.start() if mark else n
     cuts.append(n)
     units = []
     for a, b in zip(cuts, cuts[1:], strict=False):
