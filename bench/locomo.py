@@ -8,7 +8,7 @@ episodic memory `[date] speaker: text` (image turns with their caption), one ten
 each question of categories 1-4 (the question text only) goes to POST /v1/search and POST /v1/context.
 
 Metrics, per category and overall:
-  ER@B     share of gold turns whose own memory is in the context at verbatim or summary fidelity,
+  ER@B     share of gold turns whose own memory is in the context at verbatim, summary or excerpt fidelity,
            for budgets B of cl100k tokens; "any@B" counts any fidelity (gist too)
   AC@B     share of questions whose normalised answer string occurs in the context
   pool     share of gold turns among the candidates the packer weighed (items + left_out of the context at
@@ -43,6 +43,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "bench" / "locomo" / "locomo_dev.json"
 BUDGETS = (256, 512, 1024, 2048)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
+# The fidelities that show a memory's own words: whole, its extractive summary or its query-focused excerpt.
+TEXT_FIDELITIES = ("verbatim", "summary", "excerpt")
 
 # Lever variants: RetrievalSettings changes on top of the defaults, compared on the hybrid mode.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -103,6 +105,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Speaker signals alone (metadata speaker named by the query), without the session ones.
     "speaker-boost": {"speaker_boost": 1.0},
     "speaker-signals": {"speaker_boost": 1.0, "other_speaker_penalty": 0.7},
+    # Query-focused excerpts of long memories (retrieval/excerpt.py) off.
+    "no-excerpts": {"excerpt_min_chars": 0},
 }
 
 
@@ -255,7 +259,7 @@ def evaluate(client: Any, convs: list[dict[str, Any]], mode: str, budgets: tuple
                 body = r.json()
                 assert body["token_count"] <= budget
                 fid = {id_to_dia.get(i["id"], "?"): i["fidelity"] for i in body["items"]}
-                rec[f"ER@{budget}"] = sum(1 for g in gold if fid.get(g) in ("verbatim", "summary"))
+                rec[f"ER@{budget}"] = sum(1 for g in gold if fid.get(g) in TEXT_FIDELITIES)
                 rec[f"any@{budget}"] = sum(1 for g in gold if g in fid)
                 rec[f"AC@{budget}"] = int(norm_text(qa["answer"]) in norm_text(body["context"]))
                 if budget == max(budgets):  # every candidate the packer weighed: what any budget could hold

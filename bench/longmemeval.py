@@ -13,8 +13,11 @@ not sent: the service ranks as of the wall clock.
 
 Metrics per question type and overall, for hybrid (the service's default ranking, or --recipe) and for
 BM25 only (mode=sparse) and dense only (mode=dense), in the same run and database:
-  ER@B   share of `has_answer` turns whose memory is in the /v1/context context at verbatim or summary
-         fidelity, for budgets B in cl100k tokens
+  ER@B   share of `has_answer` turns whose memory is in the /v1/context context at verbatim, summary or
+         excerpt fidelity (its own words), for budgets B in cl100k tokens; XR@B the share that came in as
+         excerpts, part of ER@B
+  AC@B   share of questions with a short answer (at most four words: a name, a number, a ratio) whose
+         normalised answer occurs in the context: what a summary or an excerpt kept of the answer itself
   ES@B   share of questions with at least one turn of an evidence session (answer_session_ids) in it
   pool   share of `has_answer` turns among all candidates the packer weighed at the largest budget
          (items + left_out): the ceiling of ER at any budget
@@ -53,9 +56,12 @@ TREE = Path(memsvc.__file__).resolve().parent.parent  # the checkout under test:
 
 from harness import print_table, stopping_postgres  # noqa: E402
 from lme_data import DEFAULT_CACHE, DEFAULT_DATA, TYPES, EmbeddingCache, haystack, load, select  # noqa: E402
-from locomo import new_tenant, pct, start_service  # noqa: E402
+from locomo import TEXT_FIDELITIES, new_tenant, norm_text, pct, start_service  # noqa: E402
 
 BUDGETS = (1024, 2048, 4096)
+# The table's columns after mode and type (the JSON has every number: ES@, XR@ and any@ at each budget).
+SHOWN = ("questions", "gold", *(f"ER@{b}" for b in BUDGETS), "ES@1024", "XR@1024", "AC@1024", "AC@2048", "pool",
+         "R@10")
 MODES = ("hybrid", "sparse", "dense")
 BATCH = 500
 
@@ -82,7 +88,8 @@ def ingest_question(client: Any, root: str, q: dict[str, Any], turns: list[dict[
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
-def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str | None) -> dict[str, Any]:
+def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str | None,
+             answers: dict[str, str]) -> dict[str, Any]:
     records = []
     lat_search: list[float] = []
     lat_context: list[float] = []
@@ -98,6 +105,8 @@ def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str |
         hits = [h["memory"]["id"] for h in r.json()["hits"]]
         rec: dict[str, Any] = {"question_id": s["question_id"], "type": s["type"], "gold": gold,
                                "R@10": sum(flags.get(i, [0, 0])[0] for i in hits)}
+        answer = norm_text(answers.get(s["question_id"], ""))
+        short_answer = answer if answer and len(answer.split()) <= 4 else ""
         for budget in BUDGETS:
             t = time.perf_counter()
             r = client.post("/v1/context", headers=s["headers"],
@@ -108,7 +117,10 @@ def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str |
             if body["token_count"] > budget or body["tokenizer"] != "cl100k_base" or not body["exact"]:
                 raise SystemExit(f"context broke its budget or counted with {body['tokenizer']}: {body['token_count']}")
             used = [(flags.get(i["id"], [0, 0]), i["fidelity"]) for i in body["items"]]
-            rec[f"ER@{budget}"] = sum(f[0] for f, fid in used if fid in ("verbatim", "summary"))
+            rec[f"ER@{budget}"] = sum(f[0] for f, fid in used if fid in TEXT_FIDELITIES)
+            rec[f"XR@{budget}"] = sum(f[0] for f, fid in used if fid == "excerpt")
+            if short_answer:
+                rec[f"AC@{budget}"] = int(short_answer in norm_text(body["context"]))
             rec[f"ES@{budget}"] = int(any(f[1] for f, _ in used))
             rec[f"any@{budget}"] = sum(f[0] for f, _ in used)  # gist lines too (JSON only)
             if budget == max(BUDGETS):
@@ -118,25 +130,30 @@ def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str |
     return {"records": records, "latency_search_ms": lat_search, "latency_context_ms": lat_context}
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, float | str]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
         groups[rec["type"]].append(rec)
         groups["overall"].append(rec)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | str]] = {}
     for name in [*(t for t in TYPES if t in groups), "overall"]:
         recs = groups[name]
         gold = sum(r["gold"] for r in recs)
         g = max(gold, 1)
-        row: dict[str, float] = {"questions": len(recs), "gold": gold}
+        row: dict[str, float | str] = {"questions": len(recs), "gold": gold}
         for b in BUDGETS:
             row[f"ER@{b}"] = 100 * sum(r[f"ER@{b}"] for r in recs) / g
         for b in BUDGETS:
             row[f"ES@{b}"] = 100 * sum(r[f"ES@{b}"] for r in recs) / len(recs)
+        for b in BUDGETS:
+            row[f"XR@{b}"] = 100 * sum(r[f"XR@{b}"] for r in recs) / g
+        answered = [r for r in recs if "AC@1024" in r]
+        for b in BUDGETS:
+            row[f"AC@{b}"] = 100 * sum(r[f"AC@{b}"] for r in answered) / len(answered) if answered else "-"
         any_at = {f"any@{b}": 100 * sum(r[f"any@{b}"] for r in recs) / g for b in BUDGETS}
         row["pool"] = 100 * sum(r["pool"] for r in recs) / g
         row["R@10"] = 100 * sum(r["R@10"] for r in recs) / g
-        out[name] = {**row, **any_at}
+        out[name] = {**row, "short_answers": len(answered), **any_at}
     return out
 
 
@@ -234,12 +251,13 @@ def main() -> None:
             _, client, root = start_service(state)
             with client:
                 scopes, ingest = prepare(args, client, root, state)
+                answers = {q["question_id"]: str(q["answer"]) for q in load(args.data)["questions"]}
                 results["questions"] = len(scopes)
                 results["ingest"] = ingest
                 rows: list[list[object]] = []
                 for mode in [m for m in args.modes.split(",") if m]:
                     t = time.perf_counter()
-                    ev = evaluate(client, scopes, mode, args.recipe)
+                    ev = evaluate(client, scopes, mode, args.recipe, answers)
                     summary = summarise(ev["records"])
                     lat = {"search_p50": pct(ev["latency_search_ms"], .5),
                            "context_p50": pct(ev["latency_context_ms"], .5),
@@ -248,10 +266,9 @@ def main() -> None:
                     print(f"{mode}: {time.perf_counter() - t:.0f} s; search p50 {lat['search_p50']:.0f} ms, "
                           f"context p50 {lat['context_p50']:.0f} / p95 {lat['context_p95']:.0f} ms", flush=True)
                     label = f"{mode}{' ' + args.recipe if args.recipe and mode == 'hybrid' else ''}"
-                    rows += [[label, name, *(int(v) if k in ("questions", "gold") else v for k, v in row.items()
-                                             if not k.startswith("any@"))] for name, row in summary.items()]
-    heads = ["mode", "type", "q", "gold", *(f"ER@{b}" for b in BUDGETS), *(f"ES@{b}" for b in BUDGETS), "pool",
-             "R@10"]
+                    rows += [[label, name, *(int(row[k]) if k in ("questions", "gold") else row[k] for k in SHOWN)]
+                             for name, row in summary.items()]
+    heads = ["mode", "type", "q", "gold", *SHOWN[2:]]
     ing = results["ingest"]
     print_table(f"LongMemEval-S ({results['questions']} questions): ER/ES/pool/R@10 in %, cl100k budgets; ingest "
                 f"{ing['memories']} memories at {ing['per_second']:.0f}/s"

@@ -22,7 +22,8 @@ router = APIRouter(prefix="/v1", tags=["context"])
 
 @router.post("/context", response_model=ContextResult, description=(
     "Packs the most valuable memories for the query into at most `budget_tokens` tokens of `model`'s "
-    "tokenizer: each memory at most once, at verbatim, summary or gist fidelity (a multiple-choice knapsack), "
+    "tokenizer: each memory at most once, at verbatim, summary, excerpt (a long memory's sentences that hold the "
+    "query's words, `…` where text is left out) or gist fidelity (a multiple-choice knapsack), "
     "or, for a local model (`local/smollm2`), as its verified memory-token vectors (fidelity `tokens`), "
     "rendered profile first, then facts, then episodes in time order under their dates. `token_count` is the "
     "exact count of `context`; `items` says what went in and why, `left_out` what did not and why. The "

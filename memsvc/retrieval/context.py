@@ -1,7 +1,7 @@
 """The token-budgeted context builder (DESIGN section 5).
 
 candidates (search + profile + neighbours + linked facts/sources)
-  -> options at verbatim / summary / gist fidelity, each with its exact token cost under the model
+  -> options at verbatim / summary / excerpt / gist fidelity, each with its exact token cost under the model
   -> multiple-choice knapsack (memsvc.retrieval.packing): at most one fidelity per memory
   -> render: profile, then facts, then episodes in time order under their dates
   -> count the rendered string exactly; trim while over, fill while slack remains.
@@ -32,6 +32,7 @@ from memsvc.memtokens import store as memtoken_store
 from memsvc.memtokens.marks import MarkedCounter, memory_mark
 from memsvc.models import Memory
 from memsvc.retrieval import adjacency, packing, sqltext
+from memsvc.retrieval.excerpt import query_excerpt
 from memsvc.retrieval.search import ROW_COLUMNS, SearchFilters, filter_clauses, label, search
 from memsvc.retrieval.settings import FIDELITIES, RetrievalSettings
 from memsvc.scoping import MemoryScope
@@ -402,6 +403,22 @@ def piece_of(memory: Memory | Any, score: float, reason: str, settings: Retrieva
                  said_by=label(speaker) or label(role))
 
 
+def add_excerpts(pieces: Sequence[Piece], query: str, settings: RetrievalSettings) -> None:
+    """Offer the long verbatim memories among the candidates as their query-focused excerpts too
+    (retrieval/excerpt.py)."""
+    if settings.excerpt_min_chars <= 0 or settings.fidelity_values.get("excerpt", 0.0) <= 0:
+        return
+    long = [p for p in pieces if len(p.texts.get("verbatim") or "") >= settings.excerpt_min_chars]
+    # Splitting a text into sentences costs ~1 ms per 2,000 characters the first time (cached after): only the
+    # most valuable long candidates, whose excerpts the packer can afford to take, get one.
+    for piece in sorted(long, key=lambda p: -p.worth)[: settings.excerpt_candidates]:
+        text = piece.texts["verbatim"]
+        excerpt = query_excerpt(text, query, settings.excerpt_max_chars, settings.excerpt_max_share)
+        if excerpt:
+            piece.texts["excerpt"] = excerpt
+            piece.derived = (*piece.derived, "excerpt")
+
+
 # ---- the I/O around it -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ContextQuery:
@@ -455,6 +472,7 @@ def build_context(
     timings["profile_ms"] = (t1 - profiling) * 1e3
     pieces = [piece_of(rows[mid], shown.get(mid, 0.0), reason, settings, weight)
               for mid, (weight, reason) in scores.items()]
+    add_excerpts(pieces, q.query, settings)
     counter = q.counter
     if q.token_model is not None:
         sets = memtoken_store.verified_sets(session, scope, q.token_model, [p.id for p in pieces])

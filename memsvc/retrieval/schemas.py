@@ -14,7 +14,7 @@ from memsvc.validation import check_text
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Section = Literal["profile", "facts", "episodes"]
-Fidelity = Literal["verbatim", "summary", "gist", "tokens"]
+Fidelity = Literal["verbatim", "summary", "excerpt", "gist", "tokens"]
 MAX_BUDGET_TOKENS = 1_000_000  # far beyond any model's window: a larger number is a mistake, not a wish
 
 _ID = Field(default=None, min_length=1, max_length=200)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-FIDELITIES = ("verbatim", "summary", "gist")
+FIDELITIES = ("verbatim", "summary", "excerpt", "gist")
 
 
 def _fidelity_values() -> dict[str, float]:
@@ -24,7 +24,9 @@ def _fidelity_values() -> dict[str, float]:
     # reading test (docs/memtokens.md) SmolLM2 answered 0/8 questions from the spliced vectors, as from
     # nothing, against 8/8 from the text; it recites them rather than reads them. Above 0 so an opted-in
     # tenant gets them where no text fits, below a gist so any text form the budget allows wins.
-    return {"verbatim": 1.0, "summary": 0.9, "gist": 0.35, "tokens": 0.1}
+    # "excerpt": the sentences of a long memory that hold the query's terms, gaps marked (retrieval/excerpt.py);
+    # made per request. Below a summary, which keeps every statement that matters, but far cheaper.
+    return {"verbatim": 1.0, "summary": 0.9, "excerpt": 0.85, "gist": 0.35, "tokens": 0.1}
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,12 @@ class RetrievalSettings:
     # stored-only: on the fly they cost 1 point of ER@1024 (they crowd out verbatim text). Stored
     # summaries and gists (lifecycle demotion, LLM) are always offered.
     derive_fidelities: tuple[str, ...] = ("summary",)
+    # Query-focused excerpts of memories of at least excerpt_min_chars characters (0 = none): the sentences
+    # holding the query's terms, at most excerpt_max_chars and excerpt_max_share of the text.
+    excerpt_min_chars: int = 800
+    excerpt_max_chars: int = 480
+    excerpt_max_share: float = 0.4
+    excerpt_candidates: int = 40  # only the most valuable long candidates (by packer worth) get one
     profile_limit: int = 20  # profile/core memories considered for every context
     profile_boost: float = 2.0  # value multiplier: the profile is what every answer needs
     # Neighbouring episodes (same session, adjacent in time) of the top hits join the candidates.
