@@ -64,7 +64,7 @@ _DOTTED = re.compile(r"^(?:\w{1,3}\.)+\w{1,3}$")  # U.S, e.g, z.B, т.е, a.m, P
 _BULLET = re.compile(r"\s*(?:[-*•·‣◦–—>#]+|\d{1,3}[.)])\s")
 _KEY_VALUE = re.compile(r"[\w .'-]{1,30}:\s")
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 # Whole units made only of these words (and at most two names) are packaging. Lower case, "'" apostrophes.
 _FILLER = _wordset("""
@@ -89,7 +89,7 @@ plus tard ça va hola gracias sí si genial vale bueno adiós muy
 へえ わあ おお 了解 よろしく 谢谢 你好 好的 哈哈 哈哈哈 嗯 好 是的 对
 """)
 # Function words: not what makes a sentence informative (several languages; English first).
-_STOP = _wordset("""
+STOP_WORDS = _wordset("""
 a about after again all also am an and any are as at be because been before being both but by can could
 did do does doing down during each few for from further had has have having he her here hers him his how
 i if in into is it its itself just me more most my no nor not now of off on once only or other our out
@@ -275,12 +275,12 @@ def _ranked(units: list[str]) -> list[int]:
     rather than centrality: the one ERROR line among INFO lines, not the fifth INFO line, comes first.
     Lazy greedy (a unit's gain only falls as others are taken), so long tool outputs stay cheap."""
     words = [words_of(u) for u in units]
-    content = [{w.lower() for w in ws if w.lower() not in _STOP and (len(w) > 1 or w.isdigit())} for ws in words]
+    content = [{w.lower() for w in ws if w.lower() not in STOP_WORDS and (len(w) > 1 or w.isdigit())} for ws in words]
     weight = {w.lower(): 1.5 for ws in words for j, w in enumerate(ws)
               if any(c.isdigit() for c in w) or (j > 0 and w[:1].isupper())}
     factor = []
     for i, (u, ws) in enumerate(zip(units, words, strict=True)):
-        length = sum(max(1, len(_CJK.findall(w)) // 2) for w in ws) or 1
+        length = sum(max(1, len(CJK.findall(w)) // 2) for w in ws) or 1
         f = (0.5 if u.rstrip().endswith(("?", "？")) else 1.0) * (1.1 if i == 0 else 1.0)
         factor.append(f / math.sqrt(length))
     covered: set[str] = set()
@@ -308,7 +308,7 @@ def _normal(text: str) -> str:
 
 def _size(text: str) -> int:
     """Words, counting two CJK characters as one (those scripts put no spaces between words)."""
-    return len(text.split()) + len(_CJK.findall(text)) // 2
+    return len(text.split()) + len(CJK.findall(text)) // 2
 
 
 def _lines(text: str) -> str:
@@ -316,7 +316,7 @@ def _lines(text: str) -> str:
     return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
-def _join(text: str, parts: list[tuple[int, int]]) -> str:
+def join_spans(text: str, parts: list[tuple[int, int]]) -> str:
     """The kept spans, their spaces collapsed (line breaks kept), joined by a line break where the text
     had one between them, else by a space."""
     out = ""
@@ -333,28 +333,33 @@ def _join(text: str, parts: list[tuple[int, int]]) -> str:
     return out
 
 
-def faithful_summary(text: str) -> str | None:
-    """Whole sentences of `text`, verbatim and in order, materially shorter; None when there is none."""
-    if _size(text) < MIN_WORDS:
-        return None
+def lead_and_statements(text: str) -> tuple[tuple[int, int] | None, list[list[Unit]]]:
+    """The span of a lead-in label ("Error:", "[8 May 2023] Caroline:"), if the text opens with one, and its
+    statements: units grouped so that a unit ending in a colon stays with the one it introduces (kept or
+    dropped together)."""
     units = split_units(text)
-    if not units:
-        return None
     head: tuple[int, int] | None = None
-    cut = _head(units[0])
-    if cut:
+    if units and (cut := _head(units[0])):
         first = units[0]
         rest = first.text[cut:]
-        lead = len(rest) - len(rest.lstrip())
         head = (first.start, first.start + cut)
-        units[0] = Unit(first.start + cut + lead, first.end, rest.strip())
-    # A unit ending in a colon introduces the next one: kept or dropped together.
+        units[0] = Unit(first.start + cut + len(rest) - len(rest.lstrip()), first.end, rest.strip())
     groups: list[list[Unit]] = []
     for u in units:
         if groups and groups[-1][-1].text.endswith((":", "：")):
             groups[-1].append(u)
         else:
             groups.append([u])
+    return head, groups
+
+
+def faithful_summary(text: str) -> str | None:
+    """Whole sentences of `text`, verbatim and in order, materially shorter; None when there is none."""
+    if _size(text) < MIN_WORDS:
+        return None
+    head, groups = lead_and_statements(text)
+    if not groups:
+        return None
     spans = [(g[0].start, g[-1].end) for g in groups]
     bodies = [text[a:b] for a, b in spans]
     statements = [i for i, body in enumerate(bodies) if not all(is_filler(u.text) for u in groups[i])]
@@ -363,7 +368,7 @@ def faithful_summary(text: str) -> str | None:
     limit = MAX_SHARE * len(_normal(text))
 
     def joined(kept: list[int]) -> str:
-        return _join(text, ([head] if head else []) + [spans[i] for i in kept])
+        return join_spans(text, ([head] if head else []) + [spans[i] for i in kept])
 
     kept = statements
     if len(statements) >= LONG_TEXT_STATEMENTS and len(joined(kept)) > limit:
@@ -399,7 +404,8 @@ def keyword_gist(text: str, max_words: int = GIST_MAX_WORDS, min_words: int = 12
         for raw in units[i].split():
             w = _gist_token(raw)
             low = w.lower()
-            if w and (low in _NEGATIONS or low.endswith("n't") or (low not in _STOP and (len(w) > 1 or w.isdigit()))):
+            content = low not in STOP_WORDS and (len(w) > 1 or w.isdigit())
+            if w and (low in _NEGATIONS or low.endswith("n't") or content):
                 words.append(w)
         picked[i] = words[: max_words - n]
         n += len(picked[i])

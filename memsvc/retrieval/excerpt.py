@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from memsvc.llm.summary import _CJK, _STOP, Unit, _head, _join, split_units, words_of
+from memsvc.llm.summary import CJK, STOP_WORDS, join_spans, lead_and_statements, words_of
 
 PREFIX = 6  # characters of a word that identify its term
 MIN_UNITS = 3  # fewer sentences than this: the summary and the text itself already cover it
@@ -36,11 +36,11 @@ def _terms(text: str) -> set[str]:
     out: set[str] = set()
     for word in words_of(text):
         w = word.lower()
-        if _CJK.search(w):
-            chars = [c for c in w if _CJK.match(c)]
+        if CJK.search(w):
+            chars = [c for c in w if CJK.match(c)]
             out.update(a + b for a, b in zip(chars, chars[1:], strict=False))
             continue
-        if w in _STOP or (len(w) < 2 and not w.isdigit()):
+        if w in STOP_WORDS or (len(w) < 2 and not w.isdigit()):
             continue
         out.add(w[:PREFIX])
     return out
@@ -51,19 +51,7 @@ def _units(text: str) -> tuple[tuple[int, int] | None, tuple[tuple[int, int, fro
     """The text's lead-in span (a label such as "Error:", kept with whatever is kept) and its sentences as
     (start, end, terms, words); a sentence that ends in a colon is one unit with the next. Cached: the same
     long memories come back for query after query."""
-    units = split_units(text)
-    head: tuple[int, int] | None = None
-    if units and (cut := _head(units[0])):
-        first = units[0]
-        rest = first.text[cut:]
-        head = (first.start, first.start + cut)
-        units[0] = Unit(first.start + cut + len(rest) - len(rest.lstrip()), first.end, rest.strip())
-    groups: list[list[Unit]] = []
-    for u in units:
-        if groups and groups[-1][-1].text.endswith((":", "：")):
-            groups[-1].append(u)
-        else:
-            groups.append([u])
+    head, groups = lead_and_statements(text)
     spans = []
     for g in groups:
         body = text[g[0].start:g[-1].end]
@@ -106,9 +94,9 @@ def query_excerpt(text: str, query: str, max_chars: int, max_share: float) -> st
     for k in kept:
         if k != previous + 1:
             parts.append(GAP)
-        parts.append(_join(text, [(units[k][0], units[k][1])]))
+        parts.append(join_spans(text, [(units[k][0], units[k][1])]))
         previous = k
     if kept[-1] != len(units) - 1:
         parts.append(GAP)
-    lead = _join(text, [head]) + " " if head else ""
+    lead = join_spans(text, [head]) + " " if head else ""
     return lead + " ".join(parts)
