@@ -167,13 +167,12 @@ def tree_revision() -> str:
     return f"{TREE} @ {rev}"
 
 
-def prepare(args: argparse.Namespace, client: Any, root: str,
+def prepare(args: argparse.Namespace, data: dict[str, Any], client: Any, root: str,
             state: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The chosen questions' scopes, ingesting those the state directory does not hold yet (all of them in a
     temporary one): a larger run can build on a smaller one's database."""
     from memsvc.config import get_settings
 
-    data = load(args.data)
     chosen = select(data["questions"], args.questions, [t for t in args.types.split(",") if t])
     manifest = state / "lme-ingested.json"
     saved = json.loads(manifest.read_text()) if manifest.exists() else {"scopes": [], "ingest": None}
@@ -250,8 +249,9 @@ def main() -> None:
         with stopping_postgres(state):  # also on Ctrl-C, SIGTERM and SIGHUP
             _, client, root = start_service(state)
             with client:
-                scopes, ingest = prepare(args, client, root, state)
-                answers = {q["question_id"]: str(q["answer"]) for q in load(args.data)["questions"]}
+                data = load(args.data)  # 59 MB of JSON: read once
+                scopes, ingest = prepare(args, data, client, root, state)
+                answers = {q["question_id"]: str(q["answer"]) for q in data["questions"]}
                 results["questions"] = len(scopes)
                 results["ingest"] = ingest
                 rows: list[list[object]] = []

@@ -255,6 +255,11 @@ def words_of(text: str) -> list[str]:
     return [w.replace("’", "'") for w in _WORD.findall(text)]
 
 
+def is_content_word(word: str) -> bool:
+    """Not a stop word, and more than one character unless it is a number."""
+    return word.lower() not in STOP_WORDS and (len(word) > 1 or word.isdigit())
+
+
 def is_filler(text: str) -> bool:
     """Packaging only: every word is a greeting, thanks, interjection or reaction word, give or take up
     to two capitalised names being addressed ("Hey Mel!", "Thanks, Caroline!", "Спасибо!", "😂")."""
@@ -275,7 +280,7 @@ def _ranked(units: list[str]) -> list[int]:
     rather than centrality: the one ERROR line among INFO lines, not the fifth INFO line, comes first.
     Lazy greedy (a unit's gain only falls as others are taken), so long tool outputs stay cheap."""
     words = [words_of(u) for u in units]
-    content = [{w.lower() for w in ws if w.lower() not in STOP_WORDS and (len(w) > 1 or w.isdigit())} for ws in words]
+    content = [{w.lower() for w in ws if is_content_word(w)} for ws in words]
     weight = {w.lower(): 1.5 for ws in words for j, w in enumerate(ws)
               if any(c.isdigit() for c in w) or (j > 0 and w[:1].isupper())}
     factor = []
@@ -404,8 +409,7 @@ def keyword_gist(text: str, max_words: int = GIST_MAX_WORDS, min_words: int = 12
         for raw in units[i].split():
             w = _gist_token(raw)
             low = w.lower()
-            content = low not in STOP_WORDS and (len(w) > 1 or w.isdigit())
-            if w and (low in _NEGATIONS or low.endswith("n't") or content):
+            if w and (low in _NEGATIONS or low.endswith("n't") or is_content_word(w)):
                 words.append(w)
         picked[i] = words[: max_words - n]
         n += len(picked[i])

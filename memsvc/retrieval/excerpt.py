@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from memsvc.llm.summary import CJK, STOP_WORDS, join_spans, lead_and_statements, words_of
+from memsvc.llm.summary import CJK, is_content_word, join_spans, lead_and_statements, words_of
 
 PREFIX = 6  # characters of a word that identify its term
 MIN_UNITS = 3  # fewer sentences than this: the summary and the text itself already cover it
@@ -39,10 +39,8 @@ def _terms(text: str) -> set[str]:
         if CJK.search(w):
             chars = [c for c in w if CJK.match(c)]
             out.update(a + b for a, b in zip(chars, chars[1:], strict=False))
-            continue
-        if w in STOP_WORDS or (len(w) < 2 and not w.isdigit()):
-            continue
-        out.add(w[:PREFIX])
+        elif is_content_word(w):
+            out.add(w[:PREFIX])
     return out
 
 
