@@ -42,20 +42,14 @@ class OnnxEncoder:
     """Mean-pooled, unit-normalised embeddings of a few texts, one intra-op thread."""
 
     def __init__(self, st_model: Any, model_dir: str, cache_dir: Path | None, *, quantized: bool = False) -> None:
-        import onnxruntime as ort
-
         transformer = _checked_transformer(st_model)
         self._tokenizer = transformer.tokenizer
         self._tokenizer_lock = threading.Lock()
         self._max_length = int(transformer.max_seq_length)
         self.path = _exported(transformer.auto_model, self._tokenizer, model_dir, cache_dir)
         if quantized:
-            self.path = _quantized(self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # a query gains nothing from more; other requests share the cores
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.path = quantized_copy(self.path)
+        self._session = single_thread_session(self.path)
         self._feeds = [i.name for i in self._session.get_inputs()]
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -123,7 +117,7 @@ class _QuietQuantizer(logging.Filter):
         return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
 
 
-def _quantized(exact: Path) -> Path:
+def quantized_copy(exact: Path) -> Path:
     """The exact graph with int8 weights (per output channel), made once beside it."""
     target = exact.with_name(exact.stem + "-int8.onnx")
     if target.exists():
@@ -141,14 +135,52 @@ def _quantized(exact: Path) -> Path:
     return target
 
 
-def _exported(model: Any, tokenizer: Any, model_dir: str, cache_dir: Path | None) -> Path:
-    target_dir = cache_dir or Path(tempfile.gettempdir()) / "memsvc-onnx"
-    target = target_dir / f"query-encoder-{_fingerprint(model_dir)}.onnx"
+def single_thread_session(path: Path) -> Any:
+    """An ONNX Runtime session on one intra-op thread: a query gains nothing from more, and other requests
+    share the cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def exported(module: Any, sample: dict[str, Any], output: str, name: str, model_dir: str,
+             cache_dir: Path | None) -> Path:
+    """`module` (called with the keyword inputs of `sample`, torch tensors of (batch, tokens)) traced into
+    `<cache>/<name>-<fingerprint of model_dir>.onnx`, once; its one output's first axis is the batch."""
+    target = (cache_dir or Path(tempfile.gettempdir()) / "memsvc-onnx") / f"{name}-{_fingerprint(model_dir)}.onnx"
     if target.exists():
         return target
     import torch
 
-    class _Hidden(torch.nn.Module):  # keyword arguments: positional ones clash across transformers versions
+    class _Keywords(torch.nn.Module):  # keyword arguments: positional ones clash across transformers versions
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.inner(**dict(zip(sample, inputs, strict=True)))
+
+    dynamic = {**{k: {0: "batch", 1: "tokens"} for k in sample}, output: {0: "batch"}}
+
+    def write(tmp: str) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape branches; equality is tested instead
+            torch.onnx.export(_Keywords(module.eval()), tuple(sample.values()), tmp, input_names=list(sample),
+                              output_names=[output], dynamic_axes=dynamic, opset_version=17, dynamo=False)
+
+    _written_atomically(target, write)
+    log.info("exported %s from %s to %s", name, model_dir, target)
+    return target
+
+
+def _exported(model: Any, tokenizer: Any, model_dir: str, cache_dir: Path | None) -> Path:
+    import torch
+
+    class _Hidden(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
@@ -158,15 +190,4 @@ def _exported(model: Any, tokenizer: Any, model_dir: str, cache_dir: Path | None
                               token_type_ids=token_type_ids).last_hidden_state
 
     sample = tokenizer(["a query to trace the graph with"], return_tensors="pt")
-    dynamic = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "hidden")}
-
-    def write(tmp: str) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes on shape branches; equality is tested instead
-            torch.onnx.export(_Hidden(model.eval()), tuple(sample[k] for k in _INPUTS), tmp,
-                              input_names=list(_INPUTS), output_names=["hidden"], dynamic_axes=dynamic,
-                              opset_version=17, dynamo=False)
-
-    _written_atomically(target, write)
-    log.info("exported %s to %s for the query path", model_dir, target)
-    return target
+    return exported(_Hidden(model), {k: sample[k] for k in _INPUTS}, "hidden", "query-encoder", model_dir, cache_dir)

