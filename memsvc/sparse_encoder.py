@@ -250,8 +250,9 @@ def default_spec() -> str:
 def encoder_for(settings: Settings) -> SparseEncoder | None:
     """The encoder `settings.sparse_model` names (loaded once per process)."""
     spec = settings.sparse_model
+    # state_dir as given (expanduser, no resolve): every search asks, and resolving costs file-system calls.
     return load_sparse_encoder(default_spec() if spec is None else spec, settings.sparse_query_runtime,
-                               settings.state_path / "cache" / "onnx")
+                               settings.state_dir.expanduser() / "cache" / "onnx")
 
 
 def get_sparse_encoder() -> SparseEncoder | None:
