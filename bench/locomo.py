@@ -107,6 +107,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "speaker-signals": {"speaker_boost": 1.0, "other_speaker_penalty": 0.7},
     # Query-focused excerpts of long memories (retrieval/excerpt.py) off.
     "no-excerpts": {"excerpt_min_chars": 0},
+    # Fewer candidates for a context (the dense list shrinks with it; fewer rows to fetch, count and pack).
+    "candidates-60": {"context_candidates": 60},
+    "candidates-80": {"context_candidates": 80},
 }
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+_EXPORTING = threading.Lock()  # torch.onnx.export keeps global state: two at once fail ("in_onnx_export")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -172,8 +173,10 @@ def exported(module: Any, sample: dict[str, Any], output: str, name: str, model_
             torch.onnx.export(_Keywords(module.eval()), tuple(sample.values()), tmp, input_names=list(sample),
                               output_names=[output], dynamic_axes=dynamic, opset_version=17, dynamo=False)
 
-    _written_atomically(target, write)
-    log.info("exported %s from %s to %s", name, model_dir, target)
+    with _EXPORTING:
+        if not target.exists():  # another thread may have written it meanwhile
+            _written_atomically(target, write)
+            log.info("exported %s from %s to %s", name, model_dir, target)
     return target
 
 

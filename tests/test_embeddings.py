@@ -3,6 +3,8 @@ through torch, and stored vectors must stay comparable with query vectors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,38 @@ def test_int8_runtime_approximates_queries_only(tmp_path) -> None:  # type: igno
     SentenceTransformerEmbedder("all-MiniLM-L6-v2", query_runtime="onnx-int8", cache_dir=tmp_path)
     assert int8._search_encoder.path.stat().st_mtime_ns == before  # quantized once, then loaded
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_threads_exporting_at_once_both_get_a_graph(tmp_path: Path) -> None:
+    """The API loads the dense and the SPLADE query graphs on different threads at its first requests; torch's
+    exporter keeps global state, and a second export running beside the first failed (and that model's
+    queries quietly fell back to torch)."""
+    import threading
+
+    import onnxruntime as ort
+    import torch
+
+    from memsvc.onnx_encoder import exported
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "weights.bin").write_bytes(b"0")
+    sample = {"input": torch.ones((1, 3), dtype=torch.long)}
+    paths: dict[str, Path] = {}
+    failures: list[BaseException] = []
+
+    def export(name: str) -> None:
+        try:
+            paths[name] = exported(torch.nn.Embedding(10, 4), sample, "out", name, str(model_dir), tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - the test reports whatever a thread raised
+            failures.append(exc)
+
+    threads = [threading.Thread(target=export, args=(f"graph-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures and len(paths) == 4
+    for path in paths.values():
+        out = ort.InferenceSession(str(path)).run(None, {"input": np.ones((2, 5), dtype=np.int64)})[0]
+        assert out.shape == (2, 5, 4)
