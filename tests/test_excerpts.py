@@ -64,6 +64,16 @@ def test_excerpts_in_other_languages(sentences: list[str], query: str, expected:
     assert len(_parts(excerpt)) == 1
 
 
+def test_sentence_length_counts_cjk_words_so_the_short_answer_wins() -> None:
+    """Without spaces a Japanese sentence is one 'word' by whitespace; a long sentence that merely mentions the
+    term must not out-rank (and, too long to fit, block) the short one that holds it."""
+    long_one = "東京" + "の会議では予算と人事と来年度の計画について長い議論が続き結論は出なかった" * 2 + "。"
+    short_one = "東京の本社は来月移転する。"
+    text = long_one + "天気は晴れだった。" * 3 + "昼食は蕎麦だった。" + short_one
+    excerpt = query_excerpt(text, "東京", 60, 0.5)
+    assert excerpt is not None and short_one in excerpt and long_one not in excerpt, excerpt
+
+
 @pytest.mark.parametrize(("text", "query"), [
     ("Bob hates cilantro. He told me twice.", "What does Bob hate?"),  # two sentences: nothing to leave out
     (DOCUMENT, "What is it?"),  # no content term in the query

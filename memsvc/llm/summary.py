@@ -311,7 +311,7 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-def _size(text: str) -> int:
+def word_count(text: str) -> int:
     """Words, counting two CJK characters as one (those scripts put no spaces between words)."""
     return len(text.split()) + len(CJK.findall(text)) // 2
 
@@ -360,7 +360,7 @@ def lead_and_statements(text: str) -> tuple[tuple[int, int] | None, list[list[Un
 
 def faithful_summary(text: str) -> str | None:
     """Whole sentences of `text`, verbatim and in order, materially shorter; None when there is none."""
-    if _size(text) < MIN_WORDS:
+    if word_count(text) < MIN_WORDS:
         return None
     head, groups = lead_and_statements(text)
     if not groups:
@@ -399,7 +399,7 @@ def _gist_token(word: str) -> str:
 def keyword_gist(text: str, max_words: int = GIST_MAX_WORDS, min_words: int = 12) -> str | None:
     """The content words of the most informative sentences, whole, in order ("Melanie Boston moved");
     negations stay. None for a text short enough to be its own gist."""
-    if _size(text) < MIN_WORDS:
+    if word_count(text) < MIN_WORDS:
         return None
     units = [u.text for u in split_units(text) if not is_filler(u.text)] or [u.text for u in split_units(text)]
     picked: dict[int, list[str]] = {}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from memsvc.llm.summary import CJK, is_content_word, join_spans, lead_and_statements, words_of
+from memsvc.llm.summary import CJK, is_content_word, join_spans, lead_and_statements, word_count, words_of
 
 PREFIX = 6  # characters of a word that identify its term
 MIN_UNITS = 3  # fewer sentences than this: the summary and the text itself already cover it
@@ -53,7 +53,7 @@ def _units(text: str) -> tuple[tuple[int, int] | None, tuple[tuple[int, int, fro
     spans = []
     for g in groups:
         body = text[g[0].start:g[-1].end]
-        spans.append((g[0].start, g[-1].end, frozenset(_terms(body)), max(1, len(body.split()))))
+        spans.append((g[0].start, g[-1].end, frozenset(_terms(body)), max(1, word_count(body))))
     return head, tuple(spans)
 
 
