@@ -170,7 +170,9 @@ def exported(module: Any, sample: dict[str, Any], output: str, name: str, model_
     def write(tmp: str) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape branches; equality is tested instead
-            torch.onnx.export(_Keywords(module.eval()), tuple(sample.values()), tmp, input_names=list(sample),
+            # The wrapper in eval mode too: the exporter puts the mode it found back afterwards, recursively, and a
+            # wrapper in training mode would leave the caller's model with dropout on for every later batch.
+            torch.onnx.export(_Keywords(module).eval(), tuple(sample.values()), tmp, input_names=list(sample),
                               output_names=[output], dynamic_axes=dynamic, opset_version=17, dynamo=False)
 
     with _EXPORTING:

@@ -85,6 +85,10 @@ def test_query_terms_from_onnx_runtime_match_torch(encoder, runtime, tmp_path) -
             assert all(got.get(i, 0.0) > 0.5 * exact[i] for i in top), query
     kitten = encoder.encode([KITTEN])[0]
     assert dot(onnx.encode_query("cat"), kitten) > 1.0
+    # Exporting the graph left the torch model as it was: writes store exactly what they stored before.
+    assert not onnx._model.training
+    for written in (KITTEN, *OTHERS):
+        assert onnx.encode([written])[0] == encoder.encode([written])[0], written
 
 
 def test_fusion_counts_the_learned_list_only_when_it_is_on() -> None:
