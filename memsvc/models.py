@@ -23,7 +23,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-EMBEDDING_DIM = 384  # the column's dimension; changing models of another size is a re-embed migration
 SPARSE_DIM = 30522  # sparse_embedding's dimension: BERT's vocabulary, which SPLADE checkpoints share
 
 KINDS = ("episodic", "semantic", "procedural", "profile")
@@ -98,13 +97,13 @@ class Memory(Base):
     search_tsv: Mapped[Any] = mapped_column(
         TSVECTOR, Computed("to_tsvector(fts_config, content)", persisted=True), deferred=True
     )
-    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM), nullable=True, deferred=True)
+    embedding: Mapped[list[float] | None] = mapped_column(Vector(), nullable=True, deferred=True)
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Learned-sparse terms (migration 0010, memsvc.sparse_encoder); NULL until computed (write path or backfill).
     sparse_embedding: Mapped[Any] = mapped_column(SPARSEVEC(SPARSE_DIM), nullable=True, deferred=True)
     sparse_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Lifecycle (migration 0002): an archived memory's vector lives here in half precision.
-    embedding_half: Mapped[list[float] | None] = mapped_column(HALFVEC(EMBEDDING_DIM), nullable=True, deferred=True)
+    embedding_half: Mapped[list[float] | None] = mapped_column(HALFVEC(), nullable=True, deferred=True)
     consolidated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     original_dropped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -204,5 +203,5 @@ class DeploymentSecret(Base):
 
 __all__ = [
     "Base", "Tenant", "ApiKey", "Memory", "MemoryLink", "Job", "MemoryToken", "IdempotencyRecord", "TextStats",
-    "LexemeStats", "DeploymentSecret", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES", "EMBEDDING_DIM",
+    "LexemeStats", "DeploymentSecret", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES",
 ]

@@ -190,9 +190,10 @@ def _exported(model: Any, tokenizer: Any, model_dir: str, cache_dir: Path | None
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+        def forward(self, **inputs: Any) -> Any:
+            return self.inner(**inputs).last_hidden_state
 
     sample = tokenizer(["a query to trace the graph with"], return_tensors="pt")
-    return exported(_Hidden(model), {k: sample[k] for k in _INPUTS}, "hidden", "query-encoder", model_dir, cache_dir)
+    # The inputs this tokenizer makes: BERT's include token_type_ids, MPNet's do not.
+    inputs = {k: sample[k] for k in _INPUTS if k in sample}
+    return exported(_Hidden(model), inputs, "hidden", "query-encoder", model_dir, cache_dir)

@@ -29,7 +29,7 @@ def prepare_database(settings: Settings, *, embedded: bool | None = None) -> str
     """Start/attach the database, apply migrations, make sure an admin key exists (printed once).
     embedded: the database is the embedded one (default: no database_url is configured)."""
     url = resolve_database_url(settings)
-    migrate.upgrade(url)
+    migrate.upgrade(url, embedding_dim=settings.embedding_dim)
     with session_scope(get_engine(url)) as session:
         # Several API processes starting at once on one empty database (docker compose up --scale api=2) would
         # each create the default tenant, and all but one fail on its unique name: one at a time (the lock goes

@@ -18,12 +18,12 @@ from pgvector.sqlalchemy import BIT, HALFVEC
 from sqlalchemy import case, cast, func, literal, select, text
 from sqlalchemy.orm import Session
 
-from memsvc.models import EMBEDDING_DIM, Memory
+from memsvc.models import Memory
 from memsvc.scoping import MemoryScope
 
 
 def half_of(embedding_col: Any) -> Any:
-    return embedding_col.cast(HALFVEC(EMBEDDING_DIM))
+    return embedding_col.cast(HALFVEC())
 
 
 def archive_vector_values(is_archiving: Any) -> dict[str, Any]:
@@ -37,8 +37,9 @@ def archive_vector_values(is_archiving: Any) -> dict[str, Any]:
     }
 
 
-def _bq(expr: Any) -> Any:
-    return func.binary_quantize(expr).cast(BIT(EMBEDDING_DIM))
+def _bq(expr: Any, dim: int) -> Any:
+    # The cast's length must be the column's (memsvc.reembed builds the index at it), or the index is not used.
+    return func.binary_quantize(expr).cast(BIT(dim))
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,13 @@ def search_archived(
     extra_where: Sequence[Any] = (),
 ) -> list[ArchivedHit]:
     """Nearest archived memories of the scope to `vector`: binary-quantized candidates, exact re-score."""
-    query_half = cast(literal(list(map(float, vector)), HALFVEC(EMBEDDING_DIM)), HALFVEC(EMBEDDING_DIM))
+    query_half = cast(literal(list(map(float, vector)), HALFVEC()), HALFVEC())
     # pgvector 0.8: keep walking the graph until enough rows pass the scope filters.
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     candidates = (
         scope.select(Memory.id.label("id"), Memory.embedding_half.label("v"))
         .where(Memory.tier == "archived", Memory.embedding_half.is_not(None), *extra_where)
-        .order_by(_bq(Memory.embedding_half).op("<~>")(_bq(query_half)))
+        .order_by(_bq(Memory.embedding_half, len(vector)).op("<~>")(_bq(query_half, len(vector))))
         .limit(max(1, limit) * max(1, oversample))
         .subquery()
     )

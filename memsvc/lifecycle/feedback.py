@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pgvector.sqlalchemy import Vector
 from sqlalchemy import Float, case, func, literal, update
 from sqlalchemy.orm import Session
 
@@ -67,7 +68,7 @@ def reinforce_used(
             last_accessed_at=func.greatest(Memory.last_accessed_at, now),
             access_count=Memory.access_count + max(1, int(uses)),
             tier=promote_on_use_sql(Memory.tier, Memory.original_dropped_at.is_(None)),
-            embedding=case((archived & Memory.embedding.is_(None), Memory.embedding_half.cast(Memory.embedding.type)),
+            embedding=case((archived & Memory.embedding.is_(None), Memory.embedding_half.cast(Vector())),
                            else_=Memory.embedding),
             embedding_half=case((archived, None), else_=Memory.embedding_half),
         )
