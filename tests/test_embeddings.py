@@ -65,7 +65,7 @@ def test_int8_runtime_approximates_queries_only(tmp_path) -> None:  # type: igno
     exact = SentenceTransformerEmbedder("all-MiniLM-L6-v2", query_runtime="onnx", cache_dir=tmp_path)
     int8 = SentenceTransformerEmbedder("all-MiniLM-L6-v2", query_runtime="onnx-int8", cache_dir=tmp_path)
     assert int8._search_encoder is not int8._query_encoder
-    assert int8._search_encoder.path.name.endswith("-int8.onnx")
+    assert "-int8" in int8._search_encoder.path.name
     assert int8._search_encoder.path.stat().st_size < exact._query_encoder.path.stat().st_size / 3
     for text in TEXTS:
         reference = exact.embed([text])[0]
