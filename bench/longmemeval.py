@@ -8,8 +8,9 @@ drives the real FastAPI app in-process (TestClient), as bench/locomo.py does. Ea
 tenant and user_id; each turn of its haystack (~50 sessions, ~500 turns) is one episodic memory written
 through POST /v1/memories/batch: raw content, metadata {"role", "speaker"} (the role), the session's date
 as occurred_at (turns 5 s apart, in order) and a neutral per-question session id (bench/lme_data.py). The
-question text is the query. Neither /v1/search nor /v1/context takes a "now", so the question's date is
-not sent: the service ranks as of the wall clock.
+question text is the query, and its date the request's `asked_at` (what "a week ago" in it is read against;
+--no-asked-at leaves it out, as before that field existed: the service then reads time phrases as of the wall
+clock, years after the haystack).
 
 Metrics per question type and overall, for hybrid (the service's default ranking, or --recipe) and for
 BM25 only (mode=sparse) and dense only (mode=dense), in the same run and database:
@@ -55,7 +56,7 @@ import memsvc  # noqa: E402
 TREE = Path(memsvc.__file__).resolve().parent.parent  # the checkout under test: PYTHONPATH's, else this one
 
 from harness import print_table, stopping_postgres  # noqa: E402
-from lme_data import DEFAULT_CACHE, DEFAULT_DATA, TYPES, EmbeddingCache, haystack, load, select  # noqa: E402
+from lme_data import DEFAULT_CACHE, DEFAULT_DATA, TYPES, EmbeddingCache, haystack, load, parse_date, select  # noqa: E402
 from locomo import TEXT_FIDELITIES, new_tenant, norm_text, pct, start_service  # noqa: E402
 
 BUDGETS = (1024, 2048, 4096)
@@ -89,7 +90,7 @@ def ingest_question(client: Any, root: str, q: dict[str, Any], turns: list[dict[
 
 # ---- evaluation -----------------------------------------------------------------------------------
 def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str | None,
-             answers: dict[str, str]) -> dict[str, Any]:
+             answers: dict[str, str], asked: dict[str, str] | None = None) -> dict[str, Any]:
     records = []
     lat_search: list[float] = []
     lat_context: list[float] = []
@@ -98,6 +99,8 @@ def evaluate(client: Any, scopes: list[dict[str, Any]], mode: str, recipe: str |
         flags: dict[str, list[int]] = s["ids"]
         gold = sum(g for g, _ in flags.values())
         base = {"query": s["question"], "user_id": s["user_id"], "mode": mode, **extra}
+        if asked and s["question_id"] in asked:
+            base["asked_at"] = asked[s["question_id"]]
         t = time.perf_counter()
         r = client.post("/v1/search", headers=s["headers"], json={**base, "limit": 10, "kinds": ["episodic"]})
         lat_search.append((time.perf_counter() - t) * 1e3)
@@ -228,6 +231,7 @@ def main() -> None:
     parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
     parser.add_argument("--questions", type=int, default=None, help="only the first N questions of each type")
     parser.add_argument("--types", default="", help=f"comma-separated question types (default all: {','.join(TYPES)})")
+    parser.add_argument("--no-asked-at", action="store_true", help="send no asked_at (the question's date)")
     parser.add_argument("--recipe", default=None, help='sent as "recipe" in the /v1/search and /v1/context bodies')
     parser.add_argument("--modes", default=",".join(MODES), help="ranking modes (default all three)")
     parser.add_argument("--json", dest="json_out", default=None, help="write all numbers to this JSON file")
@@ -252,12 +256,14 @@ def main() -> None:
                 data = load(args.data)  # 59 MB of JSON: read once
                 scopes, ingest = prepare(args, data, client, root, state)
                 answers = {q["question_id"]: str(q["answer"]) for q in data["questions"]}
+                asked = None if args.no_asked_at else {
+                    q["question_id"]: parse_date(q["question_date"]).isoformat() for q in data["questions"]}
                 results["questions"] = len(scopes)
                 results["ingest"] = ingest
                 rows: list[list[object]] = []
                 for mode in [m for m in args.modes.split(",") if m]:
                     t = time.perf_counter()
-                    ev = evaluate(client, scopes, mode, args.recipe, answers)
+                    ev = evaluate(client, scopes, mode, args.recipe, answers, asked)
                     summary = summarise(ev["records"])
                     lat = {"search_p50": pct(ev["latency_search_ms"], .5),
                            "context_p50": pct(ev["latency_context_ms"], .5),

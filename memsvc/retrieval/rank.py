@@ -36,6 +36,7 @@ class Ranked:
     sparse_raw: float | None = None  # its own BM25, before neighbours' shares were added
     learned_sparse_rank: int | None = None  # 1-based position in the learned-sparse (SPLADE) list
     learned_sparse_score: float | None = None  # inner product of SPLADE term weights with the query's
+    time_rank: int | None = None  # 1-based position among the nearest of the query's time window (timeframe)
     score: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -84,7 +85,9 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
         signals: dict[str, float] = {}
         for name, rank, weight in (("dense", c.dense_rank, settings.dense_weight),
                                    ("sparse", c.sparse_rank, settings.sparse_weight),
-                                   ("learned_sparse", c.learned_sparse_rank, learned_weight)):
+                                   ("learned_sparse", c.learned_sparse_rank, learned_weight),
+                                   # A bonus beyond the lists' best (not in `best`): most queries name no time.
+                                   ("time_window", c.time_rank, settings.time_weight)):
             if rank is not None and weight > 0:
                 signals[name] = relevance_share * norm * weight / (settings.rrf_k + rank)
         # Only with a full-text match beyond the name: a short "Jon: Thanks!" is near any question

@@ -31,6 +31,9 @@ class RetrievalFilters(RequestModel):
     as_of: Timestamp | None = Field(
         default=None, description="Return what was valid at this time (valid_from <= as_of < valid_to), "
         "including facts superseded since. Default: what is valid now.")
+    asked_at: Timestamp | None = Field(default=None, description=(
+        "When the question is asked (default: now). Time phrases in the query ('a week ago', 'last Friday', "
+        "'in March', English) are read against it: memories of that time rank higher; none are filtered out."))
     include_superseded: bool = Field(default=False, description="Also return superseded / expired memories.")
     include_archived: bool = Field(default=False, description="Also return archived memories.")
     mode: Mode = Field(default="hybrid", description="hybrid (default), or one signal alone: dense / sparse.")
@@ -156,7 +159,8 @@ def to_search_filters(request: RetrievalFilters) -> SearchFilters:
         kinds=tuple(request.kinds) if request.kinds else None, tags=tuple(request.tags) if request.tags else None,
         occurred_after=as_utc(request.occurred_after, "occurred_after"),
         occurred_before=as_utc(request.occurred_before, "occurred_before"),
-        as_of=as_utc(request.as_of, "as_of"), include_superseded=request.include_superseded,
+        as_of=as_utc(request.as_of, "as_of"), asked_at=as_utc(request.asked_at, "asked_at"),
+        include_superseded=request.include_superseded,
         include_archived=request.include_archived,
     )
 

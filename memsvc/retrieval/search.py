@@ -36,6 +36,7 @@ from memsvc.retrieval import adjacency, fulltext, language, sqltext
 from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, rrf_only, with_priors, with_session_context
 from memsvc.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 from memsvc.retrieval.sqltext import Where
+from memsvc.retrieval.timeframe import Window, window_of
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseEncoder, SparseVector, get_sparse_encoder, sparse_text
 
@@ -58,6 +59,8 @@ class SearchFilters:
     # Validity: by default only what is valid now (not superseded, not expired). With as_of, what
     # was valid at that time (valid_from <= as_of < valid_to), superseded since or not.
     as_of: datetime | None = None
+    # When the question is asked: what its time phrases ("a week ago") are read against (retrieval.timeframe).
+    asked_at: datetime | None = None
     include_superseded: bool = False
     include_archived: bool = False
 
@@ -263,6 +266,7 @@ class Lists:
     sparse: list[tuple[uuid.UUID, float]] | None  # after the neighbour spread; None: no full-text side
     own_bm25: dict[uuid.UUID, float]  # each memory's own BM25, before the spread
     learned: list[tuple[uuid.UUID, float]] | None = None  # (id, SPLADE inner product) best first; None: off
+    timed: list[tuple[uuid.UUID, float]] | None = None  # nearest of the query's time window; None: no window
 
 
 def sparse_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, terms: list[str],
@@ -310,6 +314,18 @@ def nearest_lists(session: Session, scope: MemoryScope, clauses: list[Any], wher
     return dense, learned
 
 
+def timed_list(session: Session, clauses: list[Any], vector: list[float] | None, window: Window | None,
+               settings: RetrievalSettings, planner: tuple[str, str]) -> list[tuple[uuid.UUID, float]] | None:
+    """The memories nearest the query among those that occurred in its time window ((id, cosine distance)), or
+    None without a window. Exact distances over the window's rows (ix_memories_occurred finds them): a window
+    holds few memories, and a graph walk filtered to it would visit most of the graph to find them."""
+    if window is None or vector is None or settings.time_k <= 0:
+        return None
+    where = sqltext.where_of(session, [*clauses, Memory.occurred_at >= window.start, Memory.occurred_at < window.end])
+    spec = Nearest(sqltext.vector_text(vector), settings.time_k)
+    return _nearest(session, where, [spec], graph=False, planner=planner)[0]
+
+
 def dense_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, vector: list[float] | None,
                filters: SearchFilters, settings: RetrievalSettings, planner: tuple[str, str],
                ) -> list[tuple[uuid.UUID, float]] | None:
@@ -325,23 +341,26 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
     Plain rows, not ORM objects: the context builder needs only these columns, and building ~100
     entities per request costs more than the SQL; /v1/search loads full rows for the hits it returns.
     """
-    dense, sparse, learned = lists.dense or [], lists.sparse or [], lists.learned or []
-    if not dense and not sparse and not learned:
+    dense, sparse, learned, timed = lists.dense or [], lists.sparse or [], lists.learned or [], lists.timed or []
+    if not dense and not sparse and not learned and not timed:
         return [], {}
     found = sqltext.rows(session, f"""
         WITH dense(id, d) AS (SELECT * FROM unnest(%(p_dense_ids)s::uuid[], %(p_dense_d)s::float8[])),
              sparse(id, s) AS (SELECT * FROM unnest(%(p_sparse_ids)s::uuid[], %(p_sparse_s)s::float8[])),
              learned(id, ls) AS (SELECT * FROM unnest(%(p_learned_ids)s::uuid[], %(p_learned_s)s::float8[])),
-             ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned)
-        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, length(m.search_tsv) AS lexemes,
-               m.embedding::halfvec AS vector
+             timed(id, td) AS (SELECT * FROM unnest(%(p_timed_ids)s::uuid[], %(p_timed_d)s::float8[])),
+             ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned
+                     UNION SELECT id FROM timed)
+        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, timed.td,
+               length(m.search_tsv) AS lexemes, m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
-        LEFT JOIN learned ON learned.id = ids.id
+        LEFT JOIN learned ON learned.id = ids.id LEFT JOIN timed ON timed.id = ids.id
         WHERE {where.on("m")}""", where,
         p_dense_ids=[i for i, _ in dense], p_dense_d=[float(v) for _, v in dense],
         p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse],
-        p_learned_ids=[i for i, _ in learned], p_learned_s=[float(v) for _, v in learned])
+        p_learned_ids=[i for i, _ in learned], p_learned_s=[float(v) for _, v in learned],
+        p_timed_ids=[i for i, _ in timed], p_timed_d=[float(v) for _, v in timed])
     ranked: list[Ranked] = []
     memories: dict[uuid.UUID, Any] = {}
     for row in found:
@@ -364,6 +383,9 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
     for position, c in enumerate(sorted((c for c in ranked if c.learned_sparse_score is not None),
                                         key=lambda c: (-c.learned_sparse_score, c.id)), start=1):  # type: ignore[operator]
         c.learned_sparse_rank = position
+    timed_rank = {memory_id: position for position, (memory_id, _) in enumerate(timed, start=1)}
+    for c in ranked:
+        c.time_rank = timed_rank.get(c.id)
     return ranked, memories
 
 
@@ -466,9 +488,13 @@ def search(
                                    learned_encoder.dim if learned_encoder is not None else 0, filters,
                                    pool_settings, prepared.planner)
     step("nearest_sql_ms")
+    window = window_of(query_text, filters.asked_at or now) if mode == "hybrid" and settings.time_k > 0 else None
+    timed = timed_list(session, clauses, vector, window, settings, prepared.planner)
+    if window is not None:
+        step("time_window_sql_ms")
 
     def ranked_for(dense: list[tuple[uuid.UUID, float]] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
-        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned), pool_settings, now)
+        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned, timed), pool_settings, now)
         step("rows_sql_ms")
         return found
 

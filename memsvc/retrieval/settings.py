@@ -75,6 +75,12 @@ class RetrievalSettings:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
 
+    # A query's time phrase ("a week ago", "last Friday", "in March": retrieval.timeframe, read against the request's
+    # asked_at) adds the time_k memories nearest the query among those of that time as one more RRF list, weighted
+    # time_weight on top of the others (a bonus: no memory is filtered out). 0 = off.
+    time_k: int = 20
+    time_weight: float = 1.0
+
     # Pseudo-relevance feedback: 0 = off; else the query vector moves toward the first-pass top hits.
     prf_docs: int = 0
     prf_weight: float = 0.5
