@@ -29,6 +29,7 @@ _MONTH_ABBR = {m[:3]: i + 1 for i, m in enumerate(_MONTHS)} | {"sept": 9}
 _AMOUNT = r"(\d{1,3}|a couple of|a couple|couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|" \
           r"nine|ten|eleven|twelve)"
 _AGO = re.compile(rf"\b{_AMOUNT}\s+(day|week|month|year)s?\s+ago\b", re.I)
+_LAST_N = re.compile(rf"\b(?:last|past|previous)\s+{_AMOUNT}\s+(day|week|month|year)s?\b", re.I)
 _LAST_UNIT = re.compile(r"\b(last|past|previous|this)\s+(week|month|year|weekend)\b", re.I)
 _WEEKDAY = re.compile(r"\b(last|this|on|past)\s+(" + "|".join(_WEEKDAYS) + r")\b", re.I)
 _DAYWORD = re.compile(r"\b(yesterday|today|tonight|this morning|this afternoon|this evening|last night|"
@@ -59,6 +60,10 @@ def window_of(query: str, asked_at: datetime) -> Window | None:
         slack = max(1.0, days * 0.3) + (2 if match.group(2).lower() == "week" else 0)
         centre = day - timedelta(days=days)
         found.append((match.start(), _span(centre - timedelta(days=slack), centre + timedelta(days=slack + 1),
+                                           match.group(0))))
+    for match in _LAST_N.finditer(query):  # "in the past two months": up to now
+        days = _amount(match.group(1)) * _UNIT_DAYS[match.group(2).lower()]
+        found.append((match.start(), _span(day - timedelta(days=days + max(1.0, days * 0.1)), day + timedelta(days=1),
                                            match.group(0))))
     for match in _LAST_UNIT.finditer(query):
         found.append((match.start(), _calendar(day, match.group(1).lower(), match.group(2).lower(), match.group(0))))
