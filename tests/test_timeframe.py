@@ -31,6 +31,8 @@ def _days(query: str, asked: datetime = FRIDAY) -> tuple[str, str] | None:
     ("Which car did I service first in February?", ["2023-02-14"], ["2023-03-06", "2023-01-15"]),
     ("What did I eat on March 15th?", ["2022-03-15"], ["2023-03-15"]),  # not yet this year: last year's
     ("in May 2022 we moved", ["2022-05-20"], ["2023-05-20"]),
+    ("What did Jon find on 1 February, 2023?", ["2023-02-01"], ["2023-02-10"]),
+    ("the pet we lost on the 3rd of June 2022", ["2022-06-03"], ["2022-06-20"]),
     ("the feed I bought in the past two months", ["2023-01-15", "2023-03-09"], ["2022-12-20"]),
     ("How many weddings have I attended this year?", ["2023-01-05"], ["2022-12-20"]),
 ])

@@ -35,9 +35,10 @@ _WEEKDAY = re.compile(r"\b(last|this|on|past)\s+(" + "|".join(_WEEKDAYS) + r")\b
 _DAYWORD = re.compile(r"\b(yesterday|today|tonight|this morning|this afternoon|this evening|last night|"
                       r"the day before yesterday)\b", re.I)
 _MONTH_NAME = "|".join(_MONTHS) + "|" + "|".join(k for k in _MONTH_ABBR if k != "may")
-# "in March", "in March 2023", "March 2023", "on March 5th", "March 5". A month name alone is not a date ("June
-# said", "march on"), and "may" needs a day or a year (the verb).
-_MONTH = re.compile(rf"\b(?:(in|during|since|of|on)\s+(?:early\s+|mid-?\s*|late\s+)?)?({_MONTH_NAME}|may)\b\.?"
+# "in March", "in March 2023", "March 2023", "on March 5th", "March 5", "on 3 June, 2023". A month name alone is
+# not a date ("June said", "march on"), and "may" needs a day or a year (the verb).
+_MONTH = re.compile(rf"\b(?:(in|during|since|of|on)\s+(?:early\s+|mid-?\s*|late\s+)?)?"
+                    rf"(?:(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?)?({_MONTH_NAME}|may)\b\.?"
                     rf"(?:\s+(\d{{1,2}})(?:st|nd|rd|th)?\b)?(?:,?\s+(\d{{4}})\b)?", re.I)
 
 
@@ -123,7 +124,8 @@ def _calendar(day: datetime, which: str, unit: str, phrase: str) -> Window:
 
 
 def _month_window(match: re.Match[str], day: datetime) -> Window | None:
-    preposition, name, date, year = match.group(1), match.group(2).lower(), match.group(3), match.group(4)
+    preposition, name, year = match.group(1), match.group(3).lower(), match.group(5)
+    date = match.group(2) or match.group(4)  # "3 June" or "June 3"
     if not (date or year) and (name == "may" or not preposition):
         return None
     month = _MONTHS.index(name) + 1 if name in _MONTHS else _MONTH_ABBR.get(name[:4] if name == "sept" else name[:3])
