@@ -110,6 +110,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Fewer candidates for a context (the dense list shrinks with it; fewer rows to fetch, count and pack).
     "candidates-60": {"context_candidates": 60},
     "candidates-80": {"context_candidates": 80},
+    # Time phrases in questions (retrieval/timeframe.py) off, or weighted differently.
+    "no-time": {"time_k": 0},
+    "time-w0.5": {"time_weight": 0.5},
+    "time-w2": {"time_weight": 2.0},
 }
 
 

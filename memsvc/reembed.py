@@ -23,6 +23,7 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy import Connection, Engine, and_, bindparam, case, cast, func, null, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from memsvc.batches import in_batches
 from memsvc.models import Memory
 from memsvc.startup import StartupError
 
@@ -122,20 +123,12 @@ def fill_embeddings(sessions: sessionmaker[Session], embedder: Embedder, *, batc
                 embedding_model=embedder.name)
     )
     done = 0
-    last = None
-    while True:
-        with sessions() as session, session.begin():
-            query = select(Memory.id, Memory.content, Memory.content_hash).where(need)
-            if last is not None:
-                query = query.where(Memory.id > last)
-            rows = session.execute(query.order_by(Memory.id).limit(batch)).all()
-            if not rows:
-                break
-            vectors = embedder.embed([r.content for r in rows])
-            session.execute(statement, [{"b_id": r.id, "b_hash": r.content_hash, "b_vec": v.tolist()}
-                                        for r, v in zip(rows, vectors, strict=True)])
-            done += len(rows)
-            last = rows[-1].id
+    for session, rows in in_batches(sessions, select(Memory.id, Memory.content, Memory.content_hash).where(need),
+                                    batch=batch):
+        vectors = embedder.embed([r.content for r in rows])
+        session.execute(statement, [{"b_id": r.id, "b_hash": r.content_hash, "b_vec": v.tolist()}
+                                    for r, v in zip(rows, vectors, strict=True)])
+        done += len(rows)
         if progress is not None:
             progress(done)
     return done

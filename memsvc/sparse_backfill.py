@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc import jobs
+from memsvc.batches import in_batches
 from memsvc.models import Job, Memory
 from memsvc.queue import JobQueue
 from memsvc.sparse_encoder import SparseEncoder, sparsevec
@@ -29,31 +30,21 @@ def fill_sparse(sessions: sessionmaker[Session], tenant_id: uuid.UUID, encoder: 
     """Encode the tenant's memories that have no learned-sparse vector (with `reencode`, also those another
     model made), `batch` rows a transaction, up to `max_rows` (None: all). Returns how many it wrote.
 
-    Each batch is its own short transaction: a long backfill neither holds locks nor loses its work when
-    interrupted, and the next run starts where this one stopped (the rows it did are no longer missing)."""
+    Each batch is its own short transaction (memsvc.batches), so the next run starts where this one stopped."""
     need = Memory.sparse_embedding.is_(None)
     if reencode:
         need = or_(need, Memory.sparse_model.is_distinct_from(encoder.name))
+    table = Memory.__table__
+    statement = (update(table).where(table.c.id == bindparam("b_id"))
+                 .values(sparse_embedding=bindparam("b_vec", type_=table.c.sparse_embedding.type),
+                         sparse_model=encoder.name))
     done = 0
-    last: uuid.UUID | None = None  # keyset: a row that fails to change (deleted meanwhile) is not read again
-    while max_rows is None or done < max_rows:
-        size = batch if max_rows is None else min(batch, max_rows - done)
-        with sessions() as session, session.begin():
-            query = select(Memory.id, Memory.content).where(Memory.tenant_id == tenant_id, need)
-            if last is not None:
-                query = query.where(Memory.id > last)
-            rows = session.execute(query.order_by(Memory.id).limit(size)).all()
-            if not rows:
-                break
-            vectors = encoder.encode([r.content for r in rows])
-            table = Memory.__table__
-            session.execute(
-                update(table).where(table.c.id == bindparam("b_id"))
-                .values(sparse_embedding=bindparam("b_vec", type_=table.c.sparse_embedding.type),
-                        sparse_model=encoder.name),
-                [{"b_id": r.id, "b_vec": sparsevec(v, encoder.dim)} for r, v in zip(rows, vectors, strict=True)])
-            done += len(rows)
-            last = rows[-1].id
+    query = select(Memory.id, Memory.content).where(Memory.tenant_id == tenant_id, need)
+    for session, rows in in_batches(sessions, query, batch=batch, max_rows=max_rows):
+        vectors = encoder.encode([r.content for r in rows])
+        session.execute(statement, [{"b_id": r.id, "b_vec": sparsevec(v, encoder.dim)}
+                                    for r, v in zip(rows, vectors, strict=True)])
+        done += len(rows)
         if progress is not None:
             progress(done)
     return done
