@@ -232,7 +232,7 @@ class _Api:
     ) -> Call[SearchResult]:
         """Hybrid (vector + full text) search; each hit says which signal put it there.
 
-        `filters`: occurred_after, occurred_before, as_of, include_superseded, include_archived, mode.
+        `filters`: occurred_after, occurred_before, as_of, asked_at, include_superseded, include_archived, mode.
         """
         body = validated(SearchQuery, {
             "query": query, "user_id": user_id, "agent_id": agent_id, "session_id": session_id,

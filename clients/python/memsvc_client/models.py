@@ -107,6 +107,7 @@ class RetrievalFilters(_Request):
     occurred_after: datetime | None = None
     occurred_before: datetime | None = None
     as_of: datetime | None = None
+    asked_at: datetime | None = None  # when the question is asked: what "a week ago" in it is read against
     include_superseded: bool | None = None
     include_archived: bool | None = None
     mode: Literal["hybrid", "dense", "sparse"] | None = None
