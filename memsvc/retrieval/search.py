@@ -317,8 +317,8 @@ def nearest_lists(session: Session, scope: MemoryScope, clauses: list[Any], wher
 def timed_list(session: Session, clauses: list[Any], vector: list[float] | None, window: Window | None,
                settings: RetrievalSettings, planner: tuple[str, str]) -> list[tuple[uuid.UUID, float]] | None:
     """The memories nearest the query among those that occurred in its time window ((id, cosine distance)), or
-    None without a window. Exact distances over the window's rows (ix_memories_occurred finds them): a window
-    holds few memories, and a graph walk filtered to it would visit most of the graph to find them."""
+    None without a window. The planner is left to choose: a narrow window's few rows through ix_memories_occurred,
+    compared exactly (a graph walk filtered to them would visit most of the graph), a wide one through HNSW."""
     if window is None or vector is None or settings.time_k <= 0:
         return None
     where = sqltext.where_of(session, [*clauses, Memory.occurred_at >= window.start, Memory.occurred_at < window.end])
