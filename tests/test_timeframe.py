@@ -57,6 +57,20 @@ def test_february_30_is_no_day() -> None:
     assert _days("What happened on February 30?") is None
 
 
+@pytest.mark.parametrize("asked", [datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)])
+@pytest.mark.parametrize("query", ["4 years ago", "last year", "this week", "in December", "past 3 years"])
+def test_spans_beyond_the_calendar_are_no_window(query: str, asked: datetime) -> None:
+    window_of(query, asked)  # no OverflowError / ValueError: the API would have answered 500
+
+
+def test_asked_at_at_the_ends_of_the_calendar_is_answered(client, key) -> None:  # type: ignore[no-untyped-def]
+    for asked in ("0001-01-02T00:00:00Z", "9999-12-31T23:00:00Z"):
+        body = {"query": "what did I do 4 years ago this week?", "asked_at": asked}
+        assert client.post("/v1/search", json=body, headers=auth(key)).status_code == 200
+        r = client.post("/v1/context", json={**body, "budget_tokens": 50}, headers=auth(key))
+        assert r.status_code == 200, r.text
+
+
 def test_a_time_phrase_ranks_the_memory_of_that_time_first(client, key) -> None:  # type: ignore[no-untyped-def]
     """Eight near-identical notes a week apart: only the time phrase tells them apart. Asked at two different
     moments, the note of "a week ago" must come first both times (by chance: 1 in 64)."""

@@ -53,7 +53,13 @@ class Window:
 
 def window_of(query: str, asked_at: datetime) -> Window | None:
     """The span of the first time phrase in `query`, relative to `asked_at`; None without one."""
-    day = asked_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    try:
+        return _first_window(query, asked_at.replace(hour=0, minute=0, second=0, microsecond=0))
+    except (OverflowError, ValueError):  # a span past year 1 or 9999: no window rather than a failed search
+        return None
+
+
+def _first_window(query: str, day: datetime) -> Window | None:
     found: list[tuple[int, Window]] = []
     for match in _AGO.finditer(query):
         n = _amount(match.group(1))
