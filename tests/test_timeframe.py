@@ -65,7 +65,7 @@ def test_spans_beyond_the_calendar_are_no_window(query: str, asked: datetime) ->
 
 def test_asked_at_at_the_ends_of_the_calendar_is_answered(client, key) -> None:  # type: ignore[no-untyped-def]
     for asked in ("0001-01-02T00:00:00Z", "9999-12-31T23:00:00Z"):
-        body = {"query": "what did I do 4 years ago this week?", "asked_at": asked}
+        body = {"query": "what did I do 4 years ago this week?", "asked_at": asked, "recipe": "dated"}
         assert client.post("/v1/search", json=body, headers=auth(key)).status_code == 200
         r = client.post("/v1/context", json={**body, "budget_tokens": 50}, headers=auth(key))
         assert r.status_code == 200, r.text
@@ -82,7 +82,8 @@ def test_a_time_phrase_ranks_the_memory_of_that_time_first(client, key) -> None:
     assert r.status_code == 201, r.text
     for index in (2, 6):
         asked = start + timedelta(days=7 * index + 7, hours=1)
-        body = {"query": "Which book did I finish a week ago?", "user_id": "reader", "asked_at": asked.isoformat()}
+        body = {"query": "Which book did I finish a week ago?", "user_id": "reader", "asked_at": asked.isoformat(),
+                "recipe": "dated"}
         hits = client.post("/v1/search", json=body, headers=auth(key)).json()["hits"]
         assert books[index] in hits[0]["memory"]["content"]
         assert "time_window" in hits[0]["signals"]

@@ -81,7 +81,17 @@ CONVERSATION = Recipe(
     ),
 )
 
-BUILTIN_RECIPES: tuple[Recipe, ...] = (GENERAL, CONVERSATION)
+DATED = Recipe(
+    "dated",
+    "Memories written as things happen (event logs, daily notes, tool results, a journal): as `general`, and a "
+    "time phrase in the question ('a week ago', 'last Friday', 'in March', read against the request's asked_at) "
+    "lifts the memories of that time. Not for accounts told after the fact, where it lifts the wrong days.",
+    # Off in `general` (retrieval/settings.py has the measurements): LongMemEval's users tell in May what their
+    # car did "a few months ago", and those questions lose their evidence to the memories of February.
+    GENERAL.settings.with_(time_k=20),
+)
+
+BUILTIN_RECIPES: tuple[Recipe, ...] = (GENERAL, CONVERSATION, DATED)
 
 
 def _settings_from(base: RetrievalSettings, changes: Mapping[str, Any], where: str) -> RetrievalSettings:
