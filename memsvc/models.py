@@ -108,6 +108,10 @@ class Memory(Base):
     original_dropped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+# embedding_model of a vector the writer supplied (the service cannot remake it: memsvc.reembed keeps it).
+CLIENT_EMBEDDING = "client"
+
+
 class MemoryLink(Base):
     __tablename__ = "memory_links"
     src_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)
@@ -203,5 +207,5 @@ class DeploymentSecret(Base):
 
 __all__ = [
     "Base", "Tenant", "ApiKey", "Memory", "MemoryLink", "Job", "MemoryToken", "IdempotencyRecord", "TextStats",
-    "LexemeStats", "DeploymentSecret", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES",
+    "LexemeStats", "DeploymentSecret", "KINDS", "TIERS", "LINK_RELATIONS", "SCOPES", "CLIENT_EMBEDDING",
 ]

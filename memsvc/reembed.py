@@ -24,13 +24,13 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, cast, func, nu
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.batches import in_batches
-from memsvc.models import Memory
+from memsvc.models import CLIENT_EMBEDDING, Memory
 from memsvc.startup import StartupError
 
 if TYPE_CHECKING:
     from memsvc.embeddings import Embedder
 
-CLIENT = "client"  # embedding_model of vectors a writer supplied
+CLIENT = CLIENT_EMBEDDING
 
 
 class EmbeddingColumnMismatch(StartupError):

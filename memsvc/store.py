@@ -22,7 +22,7 @@ from memsvc.errors import InvalidInput, MemsvcError, NotFound, PayloadTooLarge
 from memsvc.lifecycle.retention import forgetting_starts_at, initial_strength
 from memsvc.llm.summarizer import write_summary
 from memsvc.memtokens import store as memtoken_store
-from memsvc.models import Memory, MemoryLink
+from memsvc.models import CLIENT_EMBEDDING, Memory, MemoryLink
 from memsvc.schemas import DeletionReport, MemoryCreate, MemoryUpdate, ScopeSelector
 from memsvc.scoping import MemoryScope
 from memsvc.sparse_encoder import SparseEncoder, encoder_for, sparsevec
@@ -130,7 +130,7 @@ class MemoryStore:
             last_accessed_at=forgetting_starts_at(now, occurred), occurred_at=occurred, recorded_at=now, updated_at=now,
             valid_from=valid_from, valid_to=valid_to, content_hash=content_hash(content),
             metadata_=item.metadata, tags=item.tags, embedding=embedding,
-            embedding_model="client" if embedding is not None else None,
+            embedding_model=CLIENT_EMBEDDING if embedding is not None else None,
         )
 
     def _check_fields(self, user_id: str | None, agent_id: str | None, session_id: str | None,
@@ -183,7 +183,7 @@ class MemoryStore:
         self._check_fields(None, None, None, fields.get("tags"), fields.get("metadata"))
         if fields.get("embedding") is not None:
             memory.embedding = check_embedding(fields.pop("embedding"), self.settings.embedding_dim)
-            memory.embedding_model = "client"
+            memory.embedding_model = CLIENT_EMBEDDING
         fields.pop("embedding", None)
         for name in ("occurred_at", "valid_from", "valid_to"):
             if name in fields:
