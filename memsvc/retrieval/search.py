@@ -344,23 +344,23 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
     dense, sparse, learned, timed = lists.dense or [], lists.sparse or [], lists.learned or [], lists.timed or []
     if not dense and not sparse and not learned and not timed:
         return [], {}
+    # The time list adds ids only (its ranks are its order), and only when there is one: most queries name no time.
+    timed_ids = "UNION SELECT unnest(%(p_timed_ids)s::uuid[])" if timed else ""
     found = sqltext.rows(session, f"""
         WITH dense(id, d) AS (SELECT * FROM unnest(%(p_dense_ids)s::uuid[], %(p_dense_d)s::float8[])),
              sparse(id, s) AS (SELECT * FROM unnest(%(p_sparse_ids)s::uuid[], %(p_sparse_s)s::float8[])),
              learned(id, ls) AS (SELECT * FROM unnest(%(p_learned_ids)s::uuid[], %(p_learned_s)s::float8[])),
-             timed(id, td) AS (SELECT * FROM unnest(%(p_timed_ids)s::uuid[], %(p_timed_d)s::float8[])),
-             ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned
-                     UNION SELECT id FROM timed)
-        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, timed.td,
-               length(m.search_tsv) AS lexemes, m.embedding::halfvec AS vector
+             ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned {timed_ids})
+        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, length(m.search_tsv) AS lexemes,
+               m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
-        LEFT JOIN learned ON learned.id = ids.id LEFT JOIN timed ON timed.id = ids.id
+        LEFT JOIN learned ON learned.id = ids.id
         WHERE {where.on("m")}""", where,
         p_dense_ids=[i for i, _ in dense], p_dense_d=[float(v) for _, v in dense],
         p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse],
         p_learned_ids=[i for i, _ in learned], p_learned_s=[float(v) for _, v in learned],
-        p_timed_ids=[i for i, _ in timed], p_timed_d=[float(v) for _, v in timed])
+        p_timed_ids=[i for i, _ in timed])
     ranked: list[Ranked] = []
     memories: dict[uuid.UUID, Any] = {}
     for row in found:
