@@ -24,13 +24,12 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, cast, func, nu
 from sqlalchemy.orm import Session, sessionmaker
 
 from memsvc.batches import in_batches
+from memsvc.db import session_factory
 from memsvc.models import CLIENT_EMBEDDING, Memory
 from memsvc.startup import StartupError
 
 if TYPE_CHECKING:
     from memsvc.embeddings import Embedder
-
-CLIENT = CLIENT_EMBEDDING
 
 
 class EmbeddingColumnMismatch(StartupError):
@@ -59,7 +58,7 @@ def stored_vectors(conn: Connection) -> tuple[int, int]:
     """How many memories hold a vector (hot or archived), and how many of those a client supplied."""
     row = conn.execute(text(
         "SELECT count(*) AS n, count(*) FILTER (WHERE embedding_model = :client) AS c FROM memories "
-        "WHERE embedding IS NOT NULL OR embedding_half IS NOT NULL"), {"client": CLIENT}).one()
+        "WHERE embedding IS NOT NULL OR embedding_half IS NOT NULL"), {"client": CLIENT_EMBEDDING}).one()
     return int(row.n), int(row.c)
 
 
@@ -99,7 +98,7 @@ def fit_column(conn: Connection, dim: int) -> Resized | None:
 def _needs(model_name: str) -> object:
     """Memories whose vector the current model did not make (none, another model's; a client's stays)."""
     return or_(Memory.embedding_model.is_(None),
-               and_(Memory.embedding_model != model_name, Memory.embedding_model != CLIENT))
+               and_(Memory.embedding_model != model_name, Memory.embedding_model != CLIENT_EMBEDDING))
 
 
 def pending(session: Session, model_name: str) -> int:
@@ -134,7 +133,6 @@ def fill_embeddings(sessions: sessionmaker[Session], embedder: Embedder, *, batc
     return done
 
 
-
 class ClearNeedsConsent(Exception):
     """A resize would clear stored vectors and the caller did not agree to it."""
 
@@ -163,7 +161,7 @@ def reembed_all(engine: Engine, embedder: Embedder, *, clear_ok: bool = False, b
             if stored and not clear_ok:
                 raise ClearNeedsConsent(have, embedder.dim, stored, client)
             resized = resize(conn, embedder.dim)
-    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    sessions = session_factory(engine)
     with sessions() as session:
         total = pending(session, embedder.name)
     done = fill_embeddings(sessions, embedder, batch=batch,

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, pool, text
 from memsvc import migrate, reembed
 from memsvc.config import Settings
 from memsvc.embeddings import load_embedder
+from memsvc.models import CLIENT_EMBEDDING
 from memsvc.startup import StartupError
 from tests.test_cli import _env
 from tests.test_migrations import _fresh_database
@@ -88,7 +89,7 @@ def test_a_model_of_another_size_goes_through_reembed_and_nothing_is_cleared_wit
     vectors = minilm.embed(texts).tolist()
     with engine.begin() as conn:
         hot = _insert(conn, texts[0], vectors[0], minilm.name)
-        client = _insert(conn, texts[1], vectors[1], reembed.CLIENT)
+        client = _insert(conn, texts[1], vectors[1], CLIENT_EMBEDDING)
         archived = _insert(conn, texts[2], vectors[2], minilm.name, tier="archived")
 
     # Starting with the 768-d model stops with what to run, and leaves the stored vectors alone.
@@ -125,7 +126,7 @@ def test_a_model_of_the_same_size_replaces_other_models_vectors_and_keeps_client
     other = [list(map(float, v / np.linalg.norm(v))) for v in rng.normal(size=(2, 384))]
     with engine.begin() as conn:
         old = _insert(conn, "The deploy runs at 9 pm on Fridays.", other[0], "sentence-transformers:old-model")
-        client = _insert(conn, "A note with the writer's own vector.", other[1], reembed.CLIENT)
+        client = _insert(conn, "A note with the writer's own vector.", other[1], CLIENT_EMBEDDING)
         missing = _insert(conn, "Written while the embedder was down.", None, None)
     report = reembed.reembed_all(engine, minilm)
     assert report.resized is None and report.embedded == 2
@@ -133,7 +134,7 @@ def test_a_model_of_the_same_size_replaces_other_models_vectors_and_keeps_client
         assert float(_vector(_row(conn, old).e) @ minilm.embed(["The deploy runs at 9 pm on Fridays."])[0]) > 0.999
         assert _row(conn, missing).m == minilm.name
         kept = _row(conn, client)
-        assert kept.m == reembed.CLIENT and np.allclose(_vector(kept.e), other[1], atol=1e-6)
+        assert kept.m == CLIENT_EMBEDDING and np.allclose(_vector(kept.e), other[1], atol=1e-6)
     engine.dispose()
 
 

@@ -134,9 +134,7 @@ def _month_window(match: re.Match[str], day: datetime) -> Window | None:
     date = match.group(2) or match.group(4)  # "3 June" or "June 3"
     if not (date or year) and (name == "may" or not preposition):
         return None
-    month = _MONTHS.index(name) + 1 if name in _MONTHS else _MONTH_ABBR.get(name[:4] if name == "sept" else name[:3])
-    if month is None:
-        return None
+    month = _MONTH_ABBR[name[:3]]  # every name the pattern takes starts with its month's abbreviation
     # Without a year: the latest such month (or day) that has begun by the time of asking.
     y = int(year) if year else day.year if (month, int(date or 1)) <= (day.month, day.day) else day.year - 1
     try:
