@@ -104,7 +104,13 @@ def test_database_killed_answers_503_and_recovers_without_restart(served: Served
     assert 503 in statuses, statuses
     assert back_after is not None and back_after <= 15, (back_after, statuses[-5:], served.output()[-3000:])
     assert served.proc.poll() is None  # the same server, not a restarted one
+    # The new postmaster accepts connections while its start (pg_ctl -w) is still returning to the supervisor, so
+    # the API can answer a moment before the supervisor records the restart: wait for the record, a few seconds.
+    deadline = time.monotonic() + 10
     postgres = _components(served)["postgres"]
+    while postgres["state"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        postgres = _components(served)["postgres"]
     assert postgres["state"] == "running" and postgres["restarts"] >= 1 and postgres["pid"] != postmaster, postgres
     listed = client.get("/v1/memories", params={"limit": 200}).json()["items"]
     contents = {m["content"] for m in listed}
