@@ -68,6 +68,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rank-offset-0.5": {"rank_value_offset": 0.5},
     "rank-offset-8": {"rank_value_offset": 8.0},
     "prf-3": {"prf_docs": 3},
+    # Every candidate scored on the dense and learned-sparse sides too, not only those each list found.
+    "complete-pool": {"complete_pool": True},
     "sparse-heavier": {"sparse_weight": 1.5},
     "more-candidates": {"context_candidates": 120, "dense_k": 120, "sparse_k": 120},
     "no-speaker-boost": {"speaker_boost": 0.0},

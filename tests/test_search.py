@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+from memsvc.db import session_factory
+from memsvc.embeddings import get_embedder
+from memsvc.retrieval import sqltext
 from memsvc.retrieval.rank import Ranked, fuse, mmr, named_in, with_priors, with_session_context
 from memsvc.retrieval.recipes import CONVERSATION
+from memsvc.retrieval.search import Lists, SearchFilters, candidates, filter_clauses, query_vector
 from memsvc.retrieval.settings import RetrievalSettings
+from memsvc.scoping import MemoryScope
+from memsvc.sparse_encoder import get_sparse_encoder, sparse_text
 from tests.conftest import auth
+from tests.lifecycle_helpers import tenant_of_key
 
 # ---- pure policy ---------------------------------------------------------------------------------
 
@@ -26,6 +34,27 @@ def test_fuse_scores_are_the_sum_of_their_signals_and_both_signals_beat_one() ->
         assert c.score == pytest.approx(sum(c.signals.values()))
     top = Ranked(uuid.uuid4(), dense_rank=1, sparse_rank=1, retention=1.0, importance=1.0)
     assert fuse([top], s)[0].score == pytest.approx(1.0)  # first everywhere, fully retained, max importance
+
+
+def test_score_fusion_counts_by_how_much_a_hit_leads_not_only_its_place() -> None:
+    # Two lists that disagree: `close` is a hair behind `near` by vector and far ahead of it by full text;
+    # `words` matches the words best and the meaning worst.
+    def pool() -> list[Ranked]:
+        near = Ranked(uuid.UUID(int=1), dense_rank=1, dense_similarity=0.90, sparse_rank=3, sparse_score=1.0)
+        close = Ranked(uuid.UUID(int=2), dense_rank=2, dense_similarity=0.89, sparse_rank=2, sparse_score=9.0)
+        words = Ranked(uuid.UUID(int=3), dense_rank=3, dense_similarity=0.10, sparse_rank=1, sparse_score=10.0)
+        return [near, close, words]
+
+    by_rank = fuse(pool(), RetrievalSettings())
+    assert by_rank[0].id == uuid.UUID(int=1)  # RRF: first + third beats second + second
+    by_score = fuse(pool(), RetrievalSettings(fusion="scores"))
+    assert [c.id.int for c in by_score] == [2, 1, 3]
+    for c in by_score:
+        assert c.score == pytest.approx(sum(c.signals.values()))
+    top = Ranked(uuid.uuid4(), dense_rank=1, dense_similarity=0.5, sparse_rank=1, sparse_score=3.0, importance=1.0)
+    assert fuse([top], RetrievalSettings(fusion="scores"))[0].score == pytest.approx(1.0)  # same scale as RRF
+    with pytest.raises(ValueError, match="fusion must be one of rrf, scores"):
+        RetrievalSettings(fusion="borda")
 
 
 def test_retention_and_importance_break_ties_without_overriding_relevance() -> None:
@@ -286,6 +315,38 @@ def test_pseudo_relevance_feedback_searches_again_from_the_first_hits(client, ke
     first = {h["memory"]["id"]: h["dense_similarity"] for h in plain["hits"]}
     assert all(h["dense_similarity"] != pytest.approx(first[h["memory"]["id"]], abs=1e-6)
                for h in moved["hits"] if h["memory"]["id"] in first)
+
+
+def test_a_complete_pool_scores_every_candidate_on_every_vector_list(client, key, engine) -> None:  # type: ignore[no-untyped-def]
+    seeded = _seed(client, key)
+    ids = [uuid.UUID(seeded[content]) for content, *_ in FACTS]
+    sessions = session_factory(engine)
+    scope = MemoryScope(tenant_of_key(sessions, key))
+    query = "Who plays music?"
+    vector = query_vector(get_embedder(), query)
+    encoder = get_sparse_encoder()
+    terms = encoder.encode_query("cello music orchestra Alice Bob") if encoder is not None else None
+    with sessions() as s:
+        where = sqltext.where_of(s, [*scope.where(), *filter_clauses(SearchFilters(), datetime.now(UTC))])
+        exact = dict(s.execute(text("SELECT id, embedding <=> CAST(:v AS vector) FROM memories WHERE id = ANY(:ids)"),
+                               {"v": sqltext.vector_text(vector), "ids": ids}).all())
+        # Only the first memory was found by vector and, if a SPLADE model is installed, only it by SPLADE;
+        # full text found the rest.
+        lists = Lists(dense=[(ids[0], exact[ids[0]])], sparse=[(i, 1.0) for i in ids[1:]], own_bm25={},
+                      learned=None if terms is None else [(ids[0], 1.0)], vector=vector,
+                      learned_query=None if terms is None else sparse_text(terms, encoder.dim))  # type: ignore[union-attr]
+        partial, _ = candidates(s, where, lists, RetrievalSettings(learned_sparse_k=60), datetime.now(UTC))
+        complete, _ = candidates(s, where, lists, RetrievalSettings(learned_sparse_k=60, complete_pool=True),
+                                 datetime.now(UTC))
+    assert [c.dense_similarity is not None for c in sorted(partial, key=lambda c: ids.index(c.id))] == \
+        [True] + [False] * (len(ids) - 1)
+    assert len(complete) == len(ids)
+    for c in complete:  # each one's own cosine (from the half-precision vector), ranked by it
+        assert c.dense_similarity == pytest.approx(1.0 - exact[c.id], abs=2e-3)
+    assert [c.id for c in sorted(complete, key=lambda c: c.dense_rank)] == sorted(ids, key=lambda i: exact[i])
+    if terms is not None:  # the cello player shares SPLADE terms with the query; a due report shares none
+        learned = {c.id: c.learned_sparse_score for c in complete}
+        assert learned[ids[4]] is not None and learned[ids[4]] > 0 and learned[ids[2]] is None
 
 
 def test_graph_walk_path_finds_the_same_top_hit(client, key) -> None:  # type: ignore[no-untyped-def]

@@ -81,6 +81,7 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
     norm = 1.0 / best if best > 0 else 0.0
     relevance_share = max(0.0, 1.0 - settings.retention_weight - settings.importance_weight)
     speakers_named = one_named_speaker(candidates, named)
+    scaled = _scaled_scores(candidates) if settings.fusion == "scores" else None
     for c in candidates:
         signals: dict[str, float] = {}
         for name, rank, weight in (("dense", c.dense_rank, settings.dense_weight),
@@ -88,7 +89,11 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
                                    ("learned_sparse", c.learned_sparse_rank, learned_weight),
                                    # A bonus beyond the lists' best (not in `best`): most queries name no time.
                                    ("time_window", c.time_rank, settings.time_weight)):
-            if rank is not None and weight > 0:
+            if rank is None or weight <= 0:
+                continue
+            if scaled is not None and name in scaled:
+                signals[name] = relevance_share * norm * weight * scaled[name][c.id] / (settings.rrf_k + 1)
+            else:
                 signals[name] = relevance_share * norm * weight / (settings.rrf_k + rank)
         # Only with a full-text match beyond the name: a short "Jon: Thanks!" is near any question
         # about Jon in vector space, and boosting it would crowd out the turns that say something.
@@ -101,6 +106,22 @@ def fuse(candidates: Sequence[Ranked], settings: RetrievalSettings,
         c.signals = signals
         c.score = sum(signals.values())
     return best_first(candidates)
+
+
+def _scaled_scores(candidates: Sequence[Ranked]) -> dict[str, dict[uuid.UUID, float]]:
+    """Each list's scores scaled to 0..1 over the candidates: cosine from the lowest to the highest, BM25 and
+    SPLADE (0 = no shared term) over the highest."""
+    out: dict[str, dict[uuid.UUID, float]] = {}
+    dense = {c.id: c.dense_similarity for c in candidates if c.dense_similarity is not None}
+    if dense:
+        low, high = min(dense.values()), max(dense.values())
+        out["dense"] = {i: (s - low) / (high - low) if high > low else 1.0 for i, s in dense.items()}
+    for name, attr in (("sparse", "sparse_score"), ("learned_sparse", "learned_sparse_score")):
+        values = {c.id: getattr(c, attr) for c in candidates if getattr(c, attr) is not None}
+        high = max(values.values(), default=0.0)
+        if high > 0:
+            out[name] = {i: max(0.0, s) / high for i, s in values.items()}
+    return out
 
 
 def best_first(ranked: Sequence[Ranked]) -> list[Ranked]:

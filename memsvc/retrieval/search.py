@@ -267,6 +267,8 @@ class Lists:
     own_bm25: dict[uuid.UUID, float]  # each memory's own BM25, before the spread
     learned: list[tuple[uuid.UUID, float]] | None = None  # (id, SPLADE inner product) best first; None: off
     timed: list[tuple[uuid.UUID, float]] | None = None  # nearest of the query's time window; None: no window
+    vector: list[float] | None = None  # the query's vector and SPLADE terms (sparsevec text), for complete_pool
+    learned_query: str | None = None
 
 
 def sparse_list(session: Session, scope: MemoryScope, clauses: list[Any], where: Where, terms: list[str],
@@ -346,12 +348,16 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
         return [], {}
     # The time list adds ids only (its ranks are its order), and only when there is one: most queries name no time.
     timed_ids = "UNION SELECT unnest(%(p_timed_ids)s::uuid[])" if timed else ""
+    fill_learned = settings.complete_pool and lists.learned is not None and lists.learned_query is not None
+    learned_fill = ("CASE WHEN learned.ls IS NULL THEN -(m.sparse_embedding <#> %(p_learned_q)s::sparsevec) END"
+                    if fill_learned else "NULL::float8")
     found = sqltext.rows(session, f"""
         WITH dense(id, d) AS (SELECT * FROM unnest(%(p_dense_ids)s::uuid[], %(p_dense_d)s::float8[])),
              sparse(id, s) AS (SELECT * FROM unnest(%(p_sparse_ids)s::uuid[], %(p_sparse_s)s::float8[])),
              learned(id, ls) AS (SELECT * FROM unnest(%(p_learned_ids)s::uuid[], %(p_learned_s)s::float8[])),
              ids AS (SELECT id FROM dense UNION SELECT id FROM sparse UNION SELECT id FROM learned {timed_ids})
-        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, length(m.search_tsv) AS lexemes,
+        SELECT {sqltext.select_list("m", ROW_COLUMNS)}, dense.d, sparse.s, learned.ls, {learned_fill} AS ls_fill,
+               length(m.search_tsv) AS lexemes,
                m.embedding::halfvec AS vector
         FROM ids JOIN memories m ON m.id = ids.id
         LEFT JOIN dense ON dense.id = ids.id LEFT JOIN sparse ON sparse.id = ids.id
@@ -360,7 +366,7 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
         p_dense_ids=[i for i, _ in dense], p_dense_d=[float(v) for _, v in dense],
         p_sparse_ids=[i for i, _ in sparse], p_sparse_s=[float(v) for _, v in sparse],
         p_learned_ids=[i for i, _ in learned], p_learned_s=[float(v) for _, v in learned],
-        p_timed_ids=[i for i, _ in timed])
+        p_timed_ids=[i for i, _ in timed], p_learned_q=lists.learned_query)
     ranked: list[Ranked] = []
     memories: dict[uuid.UUID, Any] = {}
     for row in found:
@@ -368,12 +374,19 @@ def candidates(session: Session, where: Where, lists: Lists, settings: Retrieval
         ranked.append(Ranked(
             id=row.id, dense_similarity=None if row.d is None else 1.0 - float(row.d),
             sparse_score=None if row.s is None else float(row.s),
-            learned_sparse_score=None if row.ls is None else float(row.ls),
+            learned_sparse_score=float(row.ls) if row.ls is not None else (
+                float(row.ls_fill) if row.ls_fill is not None and row.ls_fill > 0 else None),
             retention=retention_at(now, row.last_accessed_at, row.strength, settings.tau0_seconds),
             importance=float(row.importance), content_hash=row.content_hash, embedding=_unpacked(row.vector),
             speaker=label(row.speaker), role=label(row.role), session_id=row.session_id,
             lexemes=int(row.lexemes or 0), sparse_raw=lists.own_bm25.get(row.id),
         ))
+    if settings.complete_pool and lists.dense is not None and lists.vector is not None:
+        query = np.asarray(lists.vector, dtype=np.float32)
+        query /= max(float(np.linalg.norm(query)), 1e-9)
+        for c in ranked:
+            if c.dense_similarity is None and c.embedding is not None:
+                c.dense_similarity = float(c.embedding @ query) / max(float(np.linalg.norm(c.embedding)), 1e-9)
     for position, c in enumerate(sorted((c for c in ranked if c.dense_similarity is not None),
                                         key=lambda c: (-c.dense_similarity, c.id)), start=1):  # type: ignore[operator]
         c.dense_rank = position
@@ -488,13 +501,15 @@ def search(
                                    learned_encoder.dim if learned_encoder is not None else 0, filters,
                                    pool_settings, prepared.planner)
     step("nearest_sql_ms")
+    learned_query = sparse_text(query_terms, learned_encoder.dim) if query_terms and learned_encoder else None
     window = window_of(query_text, filters.asked_at or now) if mode == "hybrid" and settings.time_k > 0 else None
     timed = timed_list(session, clauses, vector, window, settings, prepared.planner)
     if window is not None:
         step("time_window_sql_ms")
 
     def ranked_for(dense: list[tuple[uuid.UUID, float]] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
-        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned, timed), pool_settings, now)
+        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned, timed, vector, learned_query),
+                           pool_settings, now)
         step("rows_sql_ms")
         return found
 

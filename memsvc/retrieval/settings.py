@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 FIDELITIES = ("verbatim", "summary", "excerpt", "gist")
+FUSIONS = ("rrf", "scores")
 
 
 def _fidelity_values() -> dict[str, float]:
@@ -89,6 +90,13 @@ class RetrievalSettings:
     prf_weight: float = 0.5
 
     # --- fusion -------------------------------------------------------------------------------
+    # Score every candidate on the dense and learned-sparse lists it was not found by (its cosine from the vector
+    # it is fetched with anyway, its SPLADE product in the same statement), so a memory full text found ranks on
+    # the vector side by its real similarity instead of counting nothing there.
+    complete_pool: bool = False
+    # "rrf": each list adds weight / (rrf_k + rank); "scores": each adds weight x its score scaled to 0..1 over the
+    # candidates (cosine min-max, BM25 and SPLADE over their best), so how much better the first hit is counts too.
+    fusion: str = "rrf"
     rrf_k: int = 20  # LoCoMo: 20 beat 60 by 1.5 points of ER@1024 (the top ranks matter most)
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
@@ -166,6 +174,10 @@ class RetrievalSettings:
     exact_count_budgets: float = 1.25
     # After packing, at most this many left-out memories are added to fill the slack (then one recount).
     fill_attempts: int = 24
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
 
     def with_(self, **changes: Any) -> RetrievalSettings:
         return replace(self, **changes)
