@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "prf-3": {"prf_docs": 3},
     # Every candidate scored on the dense and learned-sparse sides too, not only those each list found.
     "complete-pool": {"complete_pool": True},
+    # ...and each list's score scaled over the candidates instead of its rank (docs/benchmarks.md, seventh session).
+    "score-fusion": {"complete_pool": True, "fusion": "scores"},
     "sparse-heavier": {"sparse_weight": 1.5},
     "more-candidates": {"context_candidates": 120, "dense_k": 120, "sparse_k": 120},
     "no-speaker-boost": {"speaker_boost": 0.0},

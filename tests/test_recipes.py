@@ -59,6 +59,9 @@ def test_a_recipes_file_adds_named_variants_and_rejects_unknown_settings(tmp_pat
     path.write_text(json.dumps({"bad": {"settings": {"rrf_k": "sixty"}}}))
     with pytest.raises(ValueError, match="rrf_k must be int"):
         load_book("general", path)
+    path.write_text(json.dumps({"odd": {"settings": {"fusion": "borda"}}}))
+    with pytest.raises(ValueError, match="recipe odd: fusion must be one of rrf, scores"):
+        load_book("general", path)
     with pytest.raises(ValueError, match="not a recipe"):
         RecipeBook(default="nonesuch")
 

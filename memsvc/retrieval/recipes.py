@@ -109,7 +109,10 @@ def _settings_from(base: RetrievalSettings, changes: Mapping[str, Any], where: s
         if type(value) is not type(current):
             raise ValueError(f"{where}: {name} must be {type(current).__name__}, got {value!r}")
         typed[name] = value
-    return base.with_(**typed)
+    try:
+        return base.with_(**typed)
+    except ValueError as error:  # a value of the right type that the setting does not take
+        raise ValueError(f"{where}: {error}") from None
 
 
 class RecipeBook:
