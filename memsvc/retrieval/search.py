@@ -501,19 +501,21 @@ def search(
                                    learned_encoder.dim if learned_encoder is not None else 0, filters,
                                    pool_settings, prepared.planner)
     step("nearest_sql_ms")
-    learned_query = sparse_text(query_terms, learned_encoder.dim) if query_terms and learned_encoder else None
+    learned_query = (sparse_text(query_terms, learned_encoder.dim)
+                     if settings.complete_pool and query_terms and learned_encoder else None)
     window = window_of(query_text, filters.asked_at or now) if mode == "hybrid" and settings.time_k > 0 else None
     timed = timed_list(session, clauses, vector, window, settings, prepared.planner)
     if window is not None:
         step("time_window_sql_ms")
 
-    def ranked_for(dense: list[tuple[uuid.UUID, float]] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
-        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned, timed, vector, learned_query),
+    def ranked_for(dense: list[tuple[uuid.UUID, float]] | None,
+                   dense_query: list[float] | None) -> tuple[list[Ranked], dict[uuid.UUID, Any]]:
+        found = candidates(session, where, Lists(dense, sparse, own_bm25, learned, timed, dense_query, learned_query),
                            pool_settings, now)
         step("rows_sql_ms")
         return found
 
-    ranked, rows = ranked_for(dense)
+    ranked, rows = ranked_for(dense, vector)
     named = named_in(query_text)
     ordered = _hybrid_order(ranked, settings, named) if mode == "hybrid" else rrf_only(ranked, mode)
     step("fuse_ms")
@@ -523,9 +525,9 @@ def search(
         vecs = [c.embedding for c in ordered[: settings.prf_docs] if c.embedding is not None]
         if vecs:
             moved = np.asarray(vector, dtype=np.float32) + settings.prf_weight * np.mean(vecs, axis=0)
-            ranked, rows = ranked_for(dense_list(
-                session, scope, clauses, where, (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist(), filters,
-                pool_settings, prepared.planner))
+            moved_vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).tolist()
+            ranked, rows = ranked_for(dense_list(session, scope, clauses, where, moved_vector, filters, pool_settings,
+                                                 prepared.planner), moved_vector)
             ordered = _hybrid_order(ranked, settings, named)
     t1 = time.perf_counter()
     hits, duplicates = mmr(ordered, limit, settings)
